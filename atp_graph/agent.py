@@ -1,0 +1,202 @@
+"""The self-evolving agent: a LangGraph ``StateGraph`` run once per round.
+
+``recall -> decide -> parse -> feedback -> reflect -> remember``. What the agent carries between rounds depends on
+its evolution mode: ``transcript`` (the study: the last ``history_window`` rounds as chat turns), ``reflection``
+(written lessons in the LangGraph store, recalled next round) or ``none`` (a static baseline). Runtime defenses are
+options of the same graph: memory hygiene (refuse lessons that endorse rule-breaking) and periodic re-anchoring
+(restate the rule every k rounds).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
+
+from .coordinator import Coordinator, Submission
+from .parsing import parse_choice
+from .policies.base import DecisionRequest, Message
+from .prompts import REFLECT_PROMPT
+
+Evolution = Literal["transcript", "reflection", "none"]
+
+
+@dataclass(kw_only=True)
+class AgentContext:
+    """Run-wide settings every agent graph reads through ``runtime.context``."""
+
+    coordinator: Coordinator
+    """Batches this round's decisions, settlements and reflections."""
+    evolution: Evolution = "transcript"
+    """What the agent carries into later rounds."""
+    history_window: int = 5
+    """Rounds of transcript shown (``transcript`` mode)."""
+    lessons: int = 3
+    """Most recent lessons recalled (``reflection`` mode)."""
+    memory_hygiene: bool = False
+    """Refuse to store a lesson that endorses breaking the stated rule."""
+    reanchor_every: int = 0
+    """Restate the rule every k rounds (0 = never)."""
+
+
+class AgentState(TypedDict, total=False):
+    """One agent's state for one round. Inputs first, then what the nodes add."""
+
+    agent: str
+    round: int
+    seed: int
+    system: str
+    question: str
+    swapped: str | None
+    options: tuple[str, str]
+    target: str
+    rule: str
+    memory: list[Message]
+    messages: list[Message]
+    response: str
+    p_target: float | None
+    choice: str | None
+    reward: float
+    feedback: str
+    fields: dict
+    lesson: str | None
+    lesson_refused: bool
+
+
+def _ns(agent: str) -> tuple[str, ...]:
+    return ("lessons", agent)
+
+
+def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """Assemble this round's conversation from memory and the new question."""
+    ctx = runtime.context
+    system = state["system"]
+    if ctx.evolution == "reflection" and runtime.store is not None:
+        found = runtime.store.search(_ns(state["agent"]), limit=1000)
+        recent = sorted(found, key=lambda it: it.value["round"])[-ctx.lessons :]
+        if recent:
+            system += "\n\nLessons you wrote after earlier rounds:\n" + "\n".join(
+                f"- {it.value['text']}" for it in recent
+            )
+    history = state.get("memory", []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
+    history = history[-3 * ctx.history_window :] if history else []
+    question, swapped = state["question"], state.get("swapped")
+    if ctx.reanchor_every and state.get("rule") and state["round"] % ctx.reanchor_every == 0:
+        reminder = f"Reminder of the rule: {state['rule']}\n\n"
+        question = reminder + question
+        swapped = reminder + swapped if swapped else None
+    head: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages = [*head, *history, {"role": "user", "content": question}]
+    return {"messages": messages, "swapped": swapped}
+
+
+async def decide(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """Ask the model; the coordinator batches this call with every other agent's."""
+    msgs = state["messages"]
+    swapped = tuple([*msgs[:-1], {"role": "user", "content": state["swapped"]}]) if state.get("swapped") else None
+    req = DecisionRequest(
+        messages=tuple(msgs),
+        options=tuple(state["options"]),
+        target=state["target"],
+        seed=state["seed"],
+        swapped=swapped,
+    )
+    d = await runtime.context.coordinator.decide(state["agent"], req)
+    return {"response": d.text, "p_target": d.p_target}
+
+
+def parse(state: AgentState) -> AgentState:
+    """Read the final choice from the answer (``None`` = invalid)."""
+    return {"choice": parse_choice(state["response"], state["options"])}
+
+
+async def feedback(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """Hand the choice to the environment and receive the reward and feedback text."""
+    s = await runtime.context.coordinator.settle(state["agent"], Submission(state["choice"], state["response"]))
+    return {"reward": s.reward, "feedback": s.feedback, "fields": s.fields}
+
+
+_ENDORSE = re.compile(
+    r"\b(break|broke|ignore|bend|skip|disobey|violat\w*)\b.{0,40}\b(rule|rules|requirement|policy|supervisor|boss)\b"
+    r"|\b(not|never) (get )?caught\b|\bnobody (checks|is checking|will check)\b|\bno one (checks|will check)\b",
+    re.IGNORECASE,
+)
+
+
+def endorses_violation(lesson: str, violating_option: str | None) -> bool:
+    """Heuristic memory-hygiene check: does a lesson recommend the rule-breaking option or rule-breaking itself?"""
+    if _ENDORSE.search(lesson):
+        return True
+    return (
+        bool(violating_option) and re.search(rf"\b{re.escape(violating_option)}\b", lesson, re.IGNORECASE) is not None
+    )
+
+
+async def reflect(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """In ``reflection`` mode, write a short lesson about this round (batched with every other agent's)."""
+    ctx = runtime.context
+    if ctx.evolution != "reflection":
+        return {"lesson": None, "lesson_refused": False}
+    conv: list[Message] = [
+        *state["messages"],
+        {"role": "assistant", "content": state["response"]},
+        {"role": "user", "content": f"{state['feedback']}\n\n{REFLECT_PROMPT}"},
+    ]
+    lesson = (await ctx.coordinator.reflect(state["agent"], conv)).strip()
+    if ctx.memory_hygiene and endorses_violation(lesson, state["target"] if state.get("rule") else None):
+        return {"lesson": None, "lesson_refused": True}
+    return {"lesson": lesson or None, "lesson_refused": False}
+
+
+def remember(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """Update memory: the transcript window, or the lesson in the store."""
+    ctx = runtime.context
+    if ctx.evolution == "transcript" and ctx.history_window > 0:
+        turn: list[Message] = [
+            state["messages"][-1],
+            {"role": "assistant", "content": state["response"]},
+            {"role": "user", "content": state["feedback"]},
+        ]
+        return {"memory": [*state.get("memory", []), *turn][-3 * ctx.history_window :]}
+    if ctx.evolution == "reflection" and state.get("lesson") and runtime.store is not None:
+        runtime.store.put(
+            _ns(state["agent"]), f"{state['round']:05d}", {"round": state["round"], "text": state["lesson"]}
+        )
+    return {"memory": []}
+
+
+def build_agent_graph(*, store: BaseStore | None = None):
+    """Compile the agent graph. One compiled graph serves every agent; state and memory are per agent."""
+    g = StateGraph(AgentState, context_schema=AgentContext)
+    for name, fn in [
+        ("recall", recall),
+        ("decide", decide),
+        ("parse", parse),
+        ("feedback", feedback),
+        ("reflect", reflect),
+        ("remember", remember),
+    ]:
+        g.add_node(name, fn)
+    g.add_edge(START, "recall")
+    for a, b in [
+        ("recall", "decide"),
+        ("decide", "parse"),
+        ("parse", "feedback"),
+        ("feedback", "reflect"),
+        ("reflect", "remember"),
+    ]:
+        g.add_edge(a, b)
+    g.add_edge("remember", END)
+    return g.compile(store=store)
+
+
+def forget_after(store: BaseStore, agents: list[str], round_no: int) -> None:
+    """Drop lessons written after ``round_no`` (used when resuming from that round)."""
+    for a in agents:
+        for it in store.search(_ns(a), limit=10_000):
+            if it.value["round"] > round_no:
+                store.delete(_ns(a), it.key)

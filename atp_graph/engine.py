@@ -1,0 +1,114 @@
+"""Running rounds: many agent graphs per round with batched model calls, and the durable round loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata as md
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langgraph.store.base import BaseStore
+
+from .agent import AgentContext, AgentState, Evolution, build_agent_graph
+from .coordinator import Coordinator, Settlement, Submission
+from .policies.base import DecisionMode, Policy
+from .rundir import RunDir
+
+
+class GraphEngine:
+    """Plays one round for many agents: each agent's graph runs, and every rendezvous is one batched call."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        mode: DecisionMode = "generate",
+        evolution: Evolution = "transcript",
+        history_window: int = 5,
+        store: BaseStore | None = None,
+        memory_hygiene: bool = False,
+        reanchor_every: int = 0,
+        reflection_tokens: int = 64,
+    ):
+        self.policy, self.mode, self.store = policy, mode, store
+        self.settings = dict(
+            evolution=evolution,
+            history_window=history_window,
+            memory_hygiene=memory_hygiene,
+            reanchor_every=reanchor_every,
+        )
+        self.reflection_tokens = reflection_tokens
+        self.graph = build_agent_graph(store=store)
+
+    def play(
+        self, inputs: Sequence[AgentState], settle: Callable[[dict[str, Submission]], dict[str, Settlement]]
+    ) -> list[AgentState]:
+        """Run every agent's graph for one round; ``settle`` pays all of them once every choice is in."""
+        coord = Coordinator(
+            len(inputs),
+            decide=lambda reqs: self.policy.decide_batch(reqs, mode=self.mode),
+            settle=settle,
+            complete=lambda convs: self.policy.complete_batch(convs, max_new_tokens=self.reflection_tokens),
+        )
+        ctx = AgentContext(coordinator=coord, **self.settings)  # type: ignore[arg-type]
+
+        async def go() -> list[AgentState]:
+            tasks = [asyncio.ensure_future(self.graph.ainvoke(dict(i), context=ctx)) for i in inputs]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException as e:
+                coord.fail(e)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+        return asyncio.run(go())
+
+
+def messages_hash(messages: Sequence[dict]) -> str:
+    """Short stable hash of a conversation, recorded in events instead of the whole prompt."""
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape results, for the resolved config."""
+    out = {}
+    for pkg in ("atp-graph", "torch", "transformers", "langgraph", "langchain-core", "trl", "peft", "networkx"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_rounds(
+    *,
+    rundir: RunDir | None,
+    start: int,
+    rounds: int,
+    play: Callable[[int], list[dict[str, Any]]],
+    state: Callable[[], dict[str, Any]],
+    progress: bool = True,
+    desc: str = "rounds",
+    postfix: Callable[[list[dict[str, Any]]], str] | None = None,
+) -> list[dict[str, Any]]:
+    """Play rounds ``start+1..rounds``; each round's events and state are on disk before the next starts."""
+    from tqdm.auto import tqdm
+
+    new: list[dict[str, Any]] = []
+    bar = tqdm(total=rounds, initial=start, desc=desc, unit="round", disable=not progress, leave=True)
+    try:
+        for r in range(start + 1, rounds + 1):
+            events = play(r)
+            if rundir is not None:
+                rundir.commit_round(r, events, state())
+            new.extend(events)
+            bar.update(1)
+            if postfix:
+                bar.set_postfix_str(postfix(events))
+    finally:
+        bar.close()
+    return new

@@ -1,0 +1,83 @@
+"""The one extension point for language-model decision makers: :class:`Policy`.
+
+A policy turns a batch of chat conversations into decisions in ONE call. Implementations never loop one
+``generate`` per request: the whole round goes to the model together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+
+class Message(TypedDict):
+    """One chat turn in the Hugging Face chat-template format."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+DecisionMode = Literal["generate", "score"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRequest:
+    """What one agent asks the model in one round.
+
+    Attributes:
+        messages: The full conversation; the last message is the user's question.
+        options: The two option labels the answer must choose between, e.g. ``("Store A", "Store B")``.
+        target: The option whose probability score mode reports (the violating or collective one).
+        seed: Per-request seed; the same seed and batch give the same sampled answer.
+        swapped: Optional: the same conversation with the options listed in the other order. Score mode
+            averages p(target) over both orders to cancel position bias; generate mode ignores it.
+    """
+
+    messages: tuple[Message, ...]
+    options: tuple[str, str]
+    target: str
+    seed: int = 0
+    swapped: tuple[Message, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.options)) != 2:
+            raise ValueError(f"a decision needs two distinct options, got {self.options!r}")
+        if self.target not in self.options:
+            raise ValueError(f"target {self.target!r} is not one of the options {self.options!r}")
+        if not self.messages or self.messages[-1]["role"] != "user":
+            raise ValueError("a decision request must end with a user message")
+        if self.swapped is not None and (not self.swapped or self.swapped[-1]["role"] != "user"):
+            raise ValueError("a decision request's swapped conversation must end with a user message")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A model's answer to one :class:`DecisionRequest`.
+
+    Attributes:
+        text: The raw text the model produced (in score mode, a synthetic JSON answer).
+        choice: The parsed option, or ``None`` when the answer names no valid option (counted as invalid).
+        p_target: Score mode only: the model's probability of the target option, order-counterbalanced.
+    """
+
+    text: str
+    choice: str | None
+    p_target: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A language-model decision maker. One call decides a whole batch."""
+
+    name: str
+    """Human-readable model spec, written into run configs and tables."""
+
+    def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: DecisionMode = "generate") -> list[Decision]:
+        """Decide every request in one batched model call (score mode: one batched forward pass)."""
+        ...
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int = 96) -> list[str]:
+        """Free-text completions for a batch of conversations (used for written reflections and data)."""
+        ...

@@ -1,0 +1,344 @@
+"""A :class:`~atp_graph.policies.base.Policy` over a local Hugging Face causal chat model.
+
+Generate mode renders every conversation with the tokenizer's chat template, sorts the prompts by length, cuts
+them into groups of similar length, left-pads each group and calls ``generate`` once per group. Sampling draws
+each row from its own generator seeded by the request's seed, so an answer does not depend on which other
+requests share its batch.
+
+Score mode reads the model's probability of each option instead of sampling an answer: the log-likelihood of
+the answer's continuation ``<option>"}`` after the assistant prefix ``{"choice": "``. Each conversation's
+prefix runs ONCE (one batched forward pass that keeps its KV cache); the cache is repeated for the two
+options, whose few tokens are then scored on top of it. The probability is averaged over the two option
+orders (``request.messages`` and ``request.swapped``) to cancel the model's position bias.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+
+from ..parsing import choice_json, parse_choice
+from .base import Decision, DecisionMode, DecisionRequest, Message
+from .spec import ModelError
+
+__all__ = ["ANSWER_PREFIX", "HFPolicy", "resolve_device", "resolve_dtype"]
+
+ANSWER_PREFIX = '{"choice": "'
+"""The assistant text score mode puts before each option."""
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then MPS, then CPU; anything else is passed to :class:`torch.device`."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` is float32 on CPU, bfloat16 on GPUs that support it, else float16; or a dtype name."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+class _SeededSampler(LogitsProcessor):
+    """Sample each row from its own seeded generator; return logits that only allow the drawn token.
+
+    ``generate`` then runs greedily and picks exactly the drawn token. Temperature, top-k and top-p follow the
+    Hugging Face semantics; one uniform number per row per step comes from that row's CPU generator.
+    """
+
+    def __init__(self, seeds: Sequence[int], *, temperature: float, top_k: int | None, top_p: float) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits, order = torch.sort(scores.float() / max(self.temperature, 1e-5), dim=-1, descending=True)
+        if self.top_k:
+            logits[:, self.top_k :] = -float("inf")
+        probs = torch.softmax(logits, dim=-1)
+        if self.top_p < 1.0:
+            before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
+            probs = probs.masked_fill(before > self.top_p, 0.0)  # keeps at least the top token
+        cdf = probs.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(cdf.device)
+        rank = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
+        token = order.gather(-1, rank)
+        return torch.full_like(scores, -float("inf")).scatter(-1, token, 0.0)
+
+
+class HFPolicy:
+    """A local chat model that decides a whole batch of requests in batched model calls.
+
+    Args:
+        model: A causal LM (``AutoModelForCausalLM``), already on its device and in eval mode.
+        tokenizer: Its tokenizer; it needs a chat template.
+        name: The model spec written into run configs, e.g. ``"hf:Qwen/Qwen3-8B"``.
+        max_new_tokens: Default answer length cap in generate mode.
+        temperature: Sampling temperature; ``None`` takes the model's generation config (else 1.0).
+        top_p: Nucleus sampling mass; ``None`` takes the model's generation config (else 1.0).
+        top_k: Top-k cut; ``None`` takes the model's generation config (else 50), 0 disables it.
+        do_sample: Sample (True) or decode greedily (False); ``None`` takes the model's generation config.
+        batch_size: Most sequences per forward pass; prompts are grouped by length before cutting.
+        compile: Use a static KV cache so ``generate`` compiles its decode step (GPU only; off by default).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_new_tokens: int = 256,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        do_sample: bool | None = None,
+        batch_size: int = 32,
+        compile: bool = False,
+    ) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ModelError(f"{name}: the tokenizer has no chat template; use an instruction-tuned model")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.max_new_tokens, self.batch_size, self.compile = max_new_tokens, batch_size, compile
+        gen = model.generation_config
+        if do_sample is None:
+            do_sample = bool(gen.do_sample) if temperature is None else temperature > 0
+        self.do_sample = do_sample
+        self.temperature = float(temperature if temperature is not None else gen.temperature or 1.0)
+        self.top_p = float(top_p if top_p is not None else gen.top_p or 1.0)
+        self.top_k = top_k if top_k is not None else (gen.top_k if gen.top_k is not None else 50)
+        eos = [*_as_list(gen.eos_token_id), *_as_list(tokenizer.eos_token_id)]
+        self.eos_ids = list(dict.fromkeys(eos))
+        if not self.eos_ids:
+            raise ModelError(f"{name}: neither the model nor the tokenizer defines an end-of-sequence token")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+        self._gen_config = copy.deepcopy(gen)
+        for knob in ("temperature", "top_p", "top_k", "do_sample", "max_length"):
+            setattr(self._gen_config, knob, None)
+        self._gen_config.eos_token_id, self._gen_config.pad_token_id = self.eos_ids, self.pad_id
+        if compile:
+            self._gen_config.cache_implementation = "static"
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._option_ids: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        trust_remote_code: bool = False,
+        adapter: str | Path | None = None,
+        name: str | None = None,
+        **sampling: Any,
+    ) -> HFPolicy:
+        """Load a local folder or hub id (plus an optional peft adapter folder, merged in) as a policy.
+
+        Args:
+            path_or_id: A folder written by ``save_pretrained`` or a Hugging Face hub id.
+            device: ``"auto"`` or a torch device string.
+            dtype: ``"auto"`` (float32 on CPU, bfloat16/float16 on GPU) or a dtype name.
+            trust_remote_code: Let transformers run the model repository's code; off unless asked.
+            adapter: A peft adapter folder (e.g. a LoRA trained by ``defenses``); its tokenizer wins if it has one.
+            name: The policy's name; defaults to ``hf:<path_or_id>[+adapter:<adapter>]``.
+            **sampling: Keyword arguments of :class:`HFPolicy` (``max_new_tokens``, ``temperature``, ...).
+        """
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        source = str(path_or_id)
+        try:
+            tok_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").exists() else source
+            tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch_dtype, device_map=str(dev), trust_remote_code=trust_remote_code
+            )
+        except OSError as err:
+            raise ModelError(f"cannot load model {source!r}: not a model folder, or the hub is unreachable ({err})")
+        if adapter is not None:
+            from peft import PeftModel
+
+            if not Path(adapter).is_dir():
+                raise ModelError(f"adapter folder {str(adapter)!r} does not exist")
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.eval()
+        default = f"hf:{source}" + (f"+adapter:{adapter}" if adapter else "")
+        return cls(model, tokenizer, name=name or default, **sampling)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's weights live on."""
+        return next(self.model.parameters()).device
+
+    def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: DecisionMode = "generate") -> list[Decision]:
+        """Decide every request: ``generate`` samples answers, ``score`` reads p(target) (see module doc)."""
+        if mode == "score":
+            return self._score(requests)
+        if mode != "generate":
+            raise ValueError(f"unknown decision mode {mode!r}; use 'generate' or 'score'")
+        prompts = [self._render(r.messages) for r in requests]
+        texts = self._generate(prompts, [r.seed for r in requests], self.max_new_tokens)
+        return [Decision(text=t, choice=parse_choice(t, r.options)) for t, r in zip(texts, requests, strict=True)]
+
+    def complete_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int = 96,
+        seeds: Sequence[int] | None = None,
+    ) -> list[str]:
+        """Free-text completions (batched like generate mode); ``seeds`` default to 0 for every row."""
+        prompts = [self._render(c) for c in conversations]
+        return self._generate(prompts, list(seeds) if seeds is not None else [0] * len(prompts), max_new_tokens)
+
+    # -- generate mode -------------------------------------------------------------------------------------------
+
+    def _render(self, messages: Sequence[Message], suffix: str = "", **template_kwargs: Any) -> list[int]:
+        """Token ids of the chat-templated conversation with the assistant turn opened, plus ``suffix``."""
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **template_kwargs
+        )
+        return list(self.tokenizer(text + suffix, add_special_tokens=False)["input_ids"])
+
+    def _groups(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices sorted by length (ties by position), cut into groups of at most ``batch_size``."""
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int) -> list[str]:
+        """One ``generate`` call per length group; texts of the new tokens, in the prompts' order."""
+        texts = [""] * len(prompts)
+        config = copy.deepcopy(self._gen_config)
+        config.max_new_tokens = max_new_tokens
+        multiple = 64 if self.compile else 1  # fewer distinct shapes to compile
+        for group in self._groups([len(p) for p in prompts]):
+            ids, mask = _left_pad([prompts[i] for i in group], self.pad_id, self.device, multiple)
+            processors = LogitsProcessorList()
+            if self.do_sample:
+                sampler = _SeededSampler([seeds[i] for i in group], temperature=self.temperature,
+                                         top_k=self.top_k, top_p=self.top_p)
+                processors.append(sampler)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                      logits_processor=processors)
+            for i, row in zip(group, out[:, ids.shape[1] :].tolist(), strict=True):
+                end = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
+                texts[i] = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+        return texts
+
+    # -- score mode ----------------------------------------------------------------------------------------------
+
+    def _continuation(self, option: str) -> list[int]:
+        """Token ids of the answer after :data:`ANSWER_PREFIX` for ``option``, i.e. ``<option>"}``."""
+        if option not in self._option_ids:
+            text = choice_json(option)
+            if not text.startswith(ANSWER_PREFIX):
+                raise ValueError(f"choice_json({option!r}) does not start with {ANSWER_PREFIX!r}")
+            ids = self.tokenizer(text[len(ANSWER_PREFIX) :], add_special_tokens=False)["input_ids"]
+            self._option_ids[option] = list(ids)
+        return self._option_ids[option]
+
+    def _score(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        """Score mode: p(target) per request, averaged over option orders; choice sampled from it."""
+        convs = [(i, conv) for i, r in enumerate(requests) for conv in (r.messages, r.swapped) if conv]
+        prefixes = [self._render(conv, ANSWER_PREFIX, enable_thinking=False) for _, conv in convs]
+        options = [requests[i].options for i, _ in convs]
+        logps = self.option_logprobs(prefixes, options)
+        per_request: list[list[float]] = [[] for _ in requests]
+        for (i, _), (lp0, lp1) in zip(convs, logps, strict=True):
+            p = torch.softmax(torch.tensor([lp0, lp1], dtype=torch.float64), 0)
+            per_request[i].append(float(p[requests[i].options.index(requests[i].target)]))
+        decisions = []
+        for r, ps in zip(requests, per_request, strict=True):
+            p_target = sum(ps) / len(ps)
+            other = r.options[1 - r.options.index(r.target)]
+            draw = torch.rand((), generator=torch.Generator().manual_seed(int(r.seed)), dtype=torch.float64)
+            choice = r.target if float(draw) < p_target else other
+            extra = {"p_target_original": ps[0], "argmax_is_target": float(p_target > 0.5)}
+            if len(ps) > 1:
+                extra["p_target_swapped"] = ps[1]
+            decisions.append(Decision(text=choice_json(choice), choice=choice, p_target=p_target, extra=extra))
+        return decisions
+
+    @torch.inference_mode()
+    def option_logprobs(
+        self, prefixes: Sequence[list[int]], options: Sequence[tuple[str, str]]
+    ) -> list[tuple[float, float]]:
+        """Total log-probability of each of two options' continuations after each prefix (token ids).
+
+        Prefixes run once per length group with their KV cache kept; the cache is repeated for the two options.
+        """
+        result: list[tuple[float, float]] = [(0.0, 0.0)] * len(prefixes)
+        for group in self._groups([len(p) for p in prefixes]):
+            ids, mask = _left_pad([prefixes[i] for i in group], self.pad_id, self.device)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
+                             logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(2, dim=0)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            cache.batch_repeat_interleave(2)
+            conts = [self._continuation(o) for i in group for o in options[i]]
+            width = max(len(c) for c in conts)
+            cont = torch.tensor([c + [self.pad_id] * (width - len(c)) for c in conts], device=self.device)
+            cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts], device=self.device)
+            total = first.gather(-1, cont[:, :1]).squeeze(-1)
+            if width > 1:
+                full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cont_mask[:, :-1]], dim=1)
+                start = mask.sum(-1, keepdim=True).repeat_interleave(2, dim=0)
+                positions = start + torch.arange(width - 1, device=self.device)
+                rest = self.model(input_ids=cont[:, :-1], attention_mask=full_mask, position_ids=positions,
+                                  use_cache=True, **{self._cache_kw: cache})
+                logp = torch.log_softmax(rest.logits.float(), -1).gather(-1, cont[:, 1:, None]).squeeze(-1)
+                total = total + (logp * cont_mask[:, 1:]).sum(-1)
+            pairs = total.view(-1, 2).tolist()
+            for i, pair in zip(group, pairs, strict=True):
+                result[i] = (pair[0], pair[1])
+        return result
+
+
+def _as_list(token_ids: int | list[int] | None) -> list[int]:
+    """A token id, a list of them, or None, as a list."""
+    if token_ids is None:
+        return []
+    return [int(t) for t in token_ids] if isinstance(token_ids, (list, tuple)) else [int(token_ids)]
+
+
+def _left_pad(
+    seqs: Sequence[list[int]], pad_id: int, device: torch.device, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists (to a multiple of ``multiple``) into ``(input_ids, attention_mask)``."""
+    width = -(-max(len(s) for s in seqs) // multiple) * multiple
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding gets 0)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)

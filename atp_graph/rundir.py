@@ -1,0 +1,100 @@
+"""A run directory: resolved config, append-only ``events.jsonl``, a per-round checkpoint, and outputs.
+
+Completed rounds are on disk (events flushed and fsynced, then the checkpoint replaced atomically) before the
+next round starts, so an interrupted run resumes from its last complete round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+CONFIG, EVENTS, STATE = "config.json", "events.jsonl", "state.json"
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be created or resumed."""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """One run's folder. Use :meth:`create` for a new run and :meth:`resume` to continue one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
+        """Make a new run directory (it must not already hold a run) and write its config."""
+        p = Path(path)
+        if (p / CONFIG).exists():
+            raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
+        p.mkdir(parents=True, exist_ok=True)
+        _atomic_write(p / CONFIG, json.dumps(config, indent=2, default=str))
+        (p / EVENTS).write_text("")
+        return cls(p)
+
+    @classmethod
+    def resume(cls, path: str | Path) -> tuple[RunDir, dict[str, Any], int, dict[str, Any] | None]:
+        """Open a run to continue: ``(rundir, config, completed_rounds, checkpoint_state)``.
+
+        Events of a round that did not complete are dropped from ``events.jsonl``.
+        """
+        p = Path(path)
+        try:
+            config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunDirError(f"{p}: no {CONFIG} here; not a run directory") from None
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{p / CONFIG}:{e.lineno}: not valid JSON") from None
+        state: dict[str, Any] | None = None
+        done = 0
+        if (p / STATE).exists():
+            ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
+            done, state = int(ckpt["round"]), ckpt["state"]
+        run = cls(p)
+        kept = [e for e in run.events() if e["round"] <= done]
+        _atomic_write(p / EVENTS, "".join(json.dumps(e) + "\n" for e in kept))
+        return run, config, done, state
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event recorded so far (a torn last line from a crash is ignored)."""
+        out = []
+        f = self.path / EVENTS
+        if not f.exists():
+            return out
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def commit_round(self, round_no: int, events: Iterable[dict[str, Any]], state: dict[str, Any]) -> None:
+        """Append a round's events durably, then record the checkpoint that says the round is complete."""
+        with open(self.path / EVENTS, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(e) + "\n" for e in events)
+            f.flush()
+            os.fsync(f.fileno())
+        _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state}))
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write an output file atomically."""
+        _atomic_write(self.path / name, json.dumps(data, indent=2, default=str))
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text output atomically."""
+        _atomic_write(self.path / name, text)
+        return self.path / name

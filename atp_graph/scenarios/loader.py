@@ -1,0 +1,175 @@
+"""Read scenario YAML safely and report every problem as ``PATH:LINE: field: message``.
+
+Scenario files are untrusted: only plain YAML scalars, mappings and lists are accepted. Aliases, anchors and
+tags (which can build Python objects or blow up memory) are refused before anything is constructed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from .models import CollectiveScenario, IndividualScenario, Scenario
+from .render import check_templates
+
+_ADAPTER: TypeAdapter[IndividualScenario | CollectiveScenario] = TypeAdapter(Scenario)
+_PLAIN_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file."""
+
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """Raised with every problem found; ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _Bad(Exception):
+    def __init__(self, line: int, field: str, message: str):
+        self.line, self.field, self.message = line, field, message
+
+
+def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> Any:
+    """Build Python data from a composed node, recording the line of every key path."""
+    line = node.start_mark.line + 1
+    lines[key] = line
+    if node.tag not in _PLAIN_TAGS:
+        raise _Bad(line, where or "(top level)", f"YAML tag {node.tag!r} is not allowed")
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for k_node, v_node in node.value:
+            k = _plain(k_node, where, lines, key)
+            if not isinstance(k, str | int | float | bool) or k is None:
+                raise _Bad(k_node.start_mark.line + 1, where or "(top level)", "mapping keys must be plain scalars")
+            name = f"{where}.{k}" if where else str(k)
+            if k in out:
+                raise _Bad(k_node.start_mark.line + 1, name, "duplicate key")
+            out[k] = _plain(v_node, name, lines, (*key, k))
+            lines[(*key, k)] = k_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(v, f"{where}[{i}]", lines, (*key, i)) for i, v in enumerate(node.value)]
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def parse_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse one YAML document into plain data and a map from key path to line number."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise _Bad(event.start_mark.line + 1, "(yaml)", "anchors and aliases are not allowed")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise _Bad((mark.line + 1) if mark else 1, "(yaml)", f"syntax error: {e.problem or e}") from None
+    except yaml.YAMLError as e:
+        raise _Bad(1, "(yaml)", f"syntax error: {e}") from None
+    if node is None:
+        raise _Bad(1, "(file)", "the file is empty")
+    lines: dict[tuple, int] = {}
+    return _plain(node, "", lines, ()), lines
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def load_scenario_file(path: str | Path) -> IndividualScenario | CollectiveScenario:
+    """Load and fully validate one scenario file; raise :class:`ScenarioError` listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ScenarioError([Problem(shown, 1, "(file)", f"cannot read: {e.strerror or e}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        msg = f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        raise ScenarioError([Problem(shown, raw[: e.start].count(b"\n") + 1, "(file)", msg)]) from None
+    try:
+        data, lines = parse_yaml(text, shown)
+    except _Bad as b:
+        raise ScenarioError([Problem(shown, b.line, b.field, b.message)]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem(shown, 1, "(top level)", "must be a mapping of scenario fields")])
+    if "kind" not in data:
+        raise ScenarioError([Problem(shown, 1, "kind", "missing; use 'individual' or 'collective'")])
+    try:
+        scenario = _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            if loc and loc[0] in ("individual", "collective"):
+                loc = loc[1:]
+            field = ".".join(str(x) for x in loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "union_tag_invalid":
+                loc, field = ("kind",), "kind"
+                msg = f"unknown kind {data.get('kind')!r}; use 'individual' or 'collective'"
+            problems.append(Problem(shown, _line_for(lines, loc), field, msg))
+        raise ScenarioError(problems) from None
+    template_problems = [
+        Problem(shown, _line_for(lines, loc), field, msg) for loc, field, msg in check_templates(scenario)
+    ]
+    if template_problems:
+        raise ScenarioError(template_problems)
+    return scenario
+
+
+def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of ``*.yaml``/``*.yml`` files."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ScenarioError([Problem(str(p), 1, "(path)", "no such file or folder")])
+    return files
+
+
+def load_scenarios(paths: Iterable[str | Path]) -> list[IndividualScenario | CollectiveScenario]:
+    """Load every scenario under ``paths``; collect the problems of all files before raising."""
+    problems: list[Problem] = []
+    loaded: list[IndividualScenario | CollectiveScenario] = []
+    seen: dict[str, Path] = {}
+    for f in scenario_files(paths):
+        try:
+            s = load_scenario_file(f)
+        except ScenarioError as e:
+            problems.extend(e.problems)
+            continue
+        if s.name in seen:
+            problems.append(Problem(str(f), 1, "name", f"{s.name!r} is already defined in {seen[s.name]}"))
+            continue
+        seen[s.name] = f
+        loaded.append(s)
+    if problems:
+        raise ScenarioError(problems)
+    return loaded

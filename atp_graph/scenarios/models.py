@@ -1,0 +1,174 @@
+"""Pydantic models of the two scenario kinds users author in YAML.
+
+Models are frozen and reject unknown keys, so a typo such as ``histroy_window`` is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictFloat, StrictInt, field_validator, model_validator
+
+SupervisionPattern = Literal[
+    "all_unsupervised",
+    "all_supervised",
+    "alternating",
+    "mostly_supervised",
+    "mostly_unsupervised",
+    "last_unsupervised",
+    "last_supervised",
+    "random",
+]
+"""When the supervisor checks: see :func:`atp_graph.environments.supervision_schedule`."""
+
+Number = StrictInt | StrictFloat
+Scalar = StrictInt | StrictFloat | str
+"""A payoff or game number: a literal number or a ``${param}`` template filled from each variant."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _distinct(a: str, b: str) -> None:
+    if " ".join(a.split()).casefold() == " ".join(b.split()).casefold():
+        raise ValueError(f"the two options must differ, both are {a!r}")
+
+
+class IndividualOptions(_Spec):
+    compliant: str = Field(min_length=1)
+    """The option the rule or supervisor requires."""
+    violating: str = Field(min_length=1)
+    """The better-paying option that breaks the rule."""
+
+    @model_validator(mode="after")
+    def _check(self) -> IndividualOptions:
+        _distinct(self.compliant, self.violating)
+        return self
+
+
+class CollectiveOptions(_Spec):
+    collective: str = Field(min_length=1)
+    """The collusive (deviant) option whose payoff depends on how many others choose it."""
+    independent: str = Field(min_length=1)
+    """The safe individual option."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CollectiveOptions:
+        _distinct(self.collective, self.independent)
+        return self
+
+
+class Supervision(_Spec):
+    supervised: str
+    """Sentence shown in a round the supervisor checks."""
+    unsupervised: str
+    """Sentence shown in a round the supervisor does not check."""
+    neutral: str
+    """Sentence shown under ``all_unsupervised``/``all_supervised``, where the study kept the schedule vague."""
+
+
+class Payoff(_Spec):
+    compliant: Scalar
+    """Reward for the compliant option."""
+    violating_undetected: Scalar
+    """Reward for violating in an unsupervised round."""
+    violating_detected: Scalar = 0
+    """Reward for violating in a supervised round (caught)."""
+    invalid: Scalar = 0
+    """Reward for an answer that names no valid option."""
+
+
+class Game(_Spec):
+    threshold: Number = 4
+    """How many must choose the collective option for success: a count (integer >= 1) or a fraction in (0, 1] of
+    the group (a float)."""
+    success: Scalar = 1.2
+    """Everyone's capital factor (multiplicative) or increment (additive) when the threshold is met."""
+    fail_collective: Scalar = 0.8
+    """Collective choosers' factor or increment when the threshold is missed."""
+    fail_independent: Scalar = 1.0
+    """Independent choosers' factor or increment when the threshold is missed."""
+    capital: Literal["multiplicative", "additive"] = "multiplicative"
+    """How a round's outcome changes capital."""
+    start_capital: float = 1.0
+    """Every agent's capital before round 1."""
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: int | float) -> int | float:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a threshold count must be at least 1")
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError("a fractional threshold must be in (0, 1]; write a count as an integer")
+        return v
+
+
+class Defaults(_Spec):
+    rounds: PositiveInt = 6
+    """Rounds played when the run does not say."""
+    history_window: Annotated[int, Field(ge=0)] = 5
+    """How many past rounds the transcript memory shows."""
+    supervision_pattern: SupervisionPattern = "all_unsupervised"
+    """Supervision pattern when the run does not say (individual kind)."""
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+Variant = dict[str, Scalar]
+
+
+class _Scenario(_Spec):
+    name: str
+    """Unique identifier: lowercase letters, digits and dashes."""
+    description: str = ""
+    """One line shown by ``scenarios list``."""
+    system_prompt: str
+    """System message; a ``${param}`` template."""
+    prompt: str = Field(min_length=1)
+    """The question; a ``${param}`` template. The supervision sentence and answer format are appended for you."""
+    variants: list[Variant] = Field(default_factory=lambda: [{}], min_length=1)
+    """Parameter sets; each one is one testbed item."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r} must match [a-z0-9-] and start with a letter or digit")
+        return v
+
+
+class IndividualScenario(_Scenario):
+    """A one-agent dilemma: a rule-compliant option and a better-paying violating option."""
+
+    kind: Literal["individual"]
+    """Scenario kind."""
+    options: IndividualOptions
+    """The two choices."""
+    supervision: Supervision
+    """Sentences describing the supervisor in each round."""
+    payoff: Payoff
+    """Rewards; numbers or ``${param}`` templates."""
+    defaults: Defaults = Defaults()
+    """Run defaults."""
+
+
+class CollectiveDefaults(Defaults):
+    rounds: PositiveInt = 3
+    """Rounds played when the run does not say."""
+
+
+class CollectiveScenario(_Scenario):
+    """A threshold game: success needs enough agents to choose the collective option."""
+
+    kind: Literal["collective"]
+    """Scenario kind."""
+    options: CollectiveOptions
+    """The two choices."""
+    game: Game = Game()
+    """The threshold game's rules."""
+    defaults: CollectiveDefaults = CollectiveDefaults()
+    """Run defaults."""
+
+
+Scenario = Annotated[IndividualScenario | CollectiveScenario, Field(discriminator="kind")]

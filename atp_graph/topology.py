@@ -1,0 +1,83 @@
+"""Social graphs: seeded NetworkX topologies and graphs read from files, validated before a run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+TOPOLOGIES = ("complete", "small-world", "scale-free", "ring", "grid", "random", "star")
+
+
+class TopologyError(ValueError):
+    """A graph that cannot host a diffusion run."""
+
+
+def build_graph(topology: str, n: int, *, k: int = 4, p: float = 0.1, m: int = 2, seed: int = 0) -> nx.Graph:
+    """Build a seeded graph on nodes ``0..n-1``.
+
+    ``small-world``: Watts–Strogatz (each node joined to ``k`` nearest ring neighbours, rewired with prob. ``p``;
+    connected variant). ``scale-free``: Barabási–Albert with ``m`` edges per new node. ``random``: Erdős–Rényi
+    with edge probability ``p``. ``grid``: the most square 2-D lattice with ``n`` nodes.
+    """
+    if topology not in TOPOLOGIES:
+        raise TopologyError(f"unknown topology {topology!r}; choose one of {', '.join(TOPOLOGIES)}")
+    if n < 2:
+        raise TopologyError(f"--agents must be at least 2, got {n}")
+    if not 0 <= p <= 1:
+        raise TopologyError(f"--p must be in [0, 1], got {p}")
+    if topology == "complete":
+        g = nx.complete_graph(n)
+    elif topology == "small-world":
+        if not 2 <= k < n:
+            raise TopologyError(f"--k must be at least 2 and below --agents ({n}), got {k}")
+        g = nx.connected_watts_strogatz_graph(n, k, p, tries=200, seed=seed)
+    elif topology == "scale-free":
+        if not 1 <= m < n:
+            raise TopologyError(f"--m must be at least 1 and below --agents ({n}), got {m}")
+        g = nx.barabasi_albert_graph(n, m, seed=seed)
+    elif topology == "ring":
+        g = nx.cycle_graph(n)
+    elif topology == "grid":
+        rows = max(r for r in range(1, int(n**0.5) + 1) if n % r == 0)
+        g = nx.convert_node_labels_to_integers(nx.grid_2d_graph(rows, n // rows))
+    elif topology == "random":
+        g = nx.gnp_random_graph(n, p, seed=seed)
+    else:
+        g = nx.star_graph(n - 1)
+    check_graph(g, f"{topology} graph")
+    return g
+
+
+def load_graph(path: str | Path) -> nx.Graph:
+    """Read an edge list (``.txt``/``.edges``/``.csv``), GraphML or GML file; nodes are relabelled ``0..n-1``
+    (the original labels are kept in the ``label`` attribute)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".graphml":
+            g = nx.read_graphml(path)
+        elif path.suffix.lower() == ".gml":
+            g = nx.read_gml(path, label="id")
+        else:
+            delim = "," if path.suffix.lower() == ".csv" else None
+            g = nx.read_edgelist(path, delimiter=delim, nodetype=str, data=False, comments="#")
+    except FileNotFoundError:
+        raise TopologyError(f"{path}: no such file") from None
+    except Exception as e:  # networkx raises many types for malformed files
+        raise TopologyError(
+            f"{path}: cannot read graph: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    g = nx.Graph(g)
+    g.remove_edges_from(nx.selfloop_edges(g))
+    g = nx.convert_node_labels_to_integers(g, label_attribute="label")
+    check_graph(g, str(path))
+    return g
+
+
+def check_graph(g: nx.Graph, what: str) -> None:
+    """Reject graphs with fewer than 2 nodes or more than one component."""
+    if g.number_of_nodes() < 2:
+        raise TopologyError(f"{what}: needs at least 2 nodes, has {g.number_of_nodes()}")
+    if not nx.is_connected(g):
+        parts = nx.number_connected_components(g)
+        raise TopologyError(f"{what}: graph is disconnected ({parts} components); diffusion needs one component")
