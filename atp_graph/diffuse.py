@@ -80,6 +80,8 @@ class DiffuseConfig(BaseModel):
     """Defense: refuse lessons that endorse rule-breaking (reflection mode)."""
     reanchor_every: int = Field(default=0, ge=0)
     """Defense: restate the game's safe option every k rounds (0 = never)."""
+    monitor_fallback: bool = False
+    """Defense: a per-agent tipping monitor (CUSUM) switches the agent to the independent option once it fires."""
 
     @field_validator("thresholds")
     @classmethod
@@ -227,8 +229,8 @@ class _GraphBackend:
             store=store,
             memory_hygiene=cfg.memory_hygiene,
             reanchor_every=cfg.reanchor_every,
+            monitor_fallback=cfg.monitor_fallback,
         )
-        self.memory: dict[str, list] = {}
 
     def _input(self, pop: Population, i: int, r: int, idx: int) -> dict[str, Any]:
         it, key = pop.item, f"{pop.id}/{i}"
@@ -245,7 +247,6 @@ class _GraphBackend:
             "options": (it.independent, it.collective),
             "target": it.collective,
             "rule": f"choosing {it.independent} keeps your own capital safe.",
-            "memory": self.memory.get(key, []),
         }
 
     def play(self, r: int) -> list[dict[str, Any]]:
@@ -298,18 +299,17 @@ class _GraphBackend:
             for e in evs:
                 st = states.get(f"{pop.id}/{e['node']}")
                 if st is not None:
-                    self.memory[st["agent"]] = st.get("memory", [])
                     e["prompt_hash"] = messages_hash(st["messages"])
                     e["lesson"] = st.get("lesson")
             events.extend(evs)
         return events
 
     def state(self) -> dict[str, Any]:
-        return {**self.w.state(), "memory": self.memory}
+        return {**self.w.state(), **self.engine.state_dict()}
 
     def load(self, state: dict[str, Any]) -> None:
         self.w.load(state)
-        self.memory = state["memory"]
+        self.engine.load_state_dict(state)
 
 
 class _SurrogateBackend:

@@ -17,6 +17,10 @@ from .policies.base import DecisionMode, Policy
 from .rundir import RunDir
 
 
+CARRIED = ("memory", "guard")
+"""Agent-state keys that persist from one round to the next."""
+
+
 class GraphEngine:
     """Plays one round for many agents: each agent's graph runs, and every rendezvous is one batched call."""
 
@@ -31,6 +35,7 @@ class GraphEngine:
         memory_hygiene: bool = False,
         reanchor_every: int = 0,
         reflection_tokens: int = 64,
+        monitor_fallback: bool = False,
     ):
         self.policy, self.mode, self.store = policy, mode, store
         self.settings = dict(
@@ -38,9 +43,12 @@ class GraphEngine:
             history_window=history_window,
             memory_hygiene=memory_hygiene,
             reanchor_every=reanchor_every,
+            monitor_fallback=monitor_fallback,
         )
         self.reflection_tokens = reflection_tokens
         self.graph = build_agent_graph(store=store)
+        self.carry: dict[str, dict[str, Any]] = {}
+        """What each agent carries into its next round (transcript memory, monitor state), keyed by agent."""
 
     def play(
         self, inputs: Sequence[AgentState], settle: Callable[[dict[str, Submission]], dict[str, Settlement]]
@@ -55,7 +63,8 @@ class GraphEngine:
         ctx = AgentContext(coordinator=coord, **self.settings)  # type: ignore[arg-type]
 
         async def go() -> list[AgentState]:
-            tasks = [asyncio.ensure_future(self.graph.ainvoke(dict(i), context=ctx)) for i in inputs]
+            full = [{**i, **self.carry.get(i["agent"], {})} for i in inputs]
+            tasks = [asyncio.ensure_future(self.graph.ainvoke(x, context=ctx)) for x in full]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException as e:
@@ -65,7 +74,17 @@ class GraphEngine:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
-        return asyncio.run(go())
+        states = asyncio.run(go())
+        for st in states:
+            self.carry[st["agent"]] = {k: st[k] for k in CARRIED if st.get(k) is not None}
+        return states
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able carry of every agent, for checkpoints."""
+        return {"carry": self.carry}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.carry = dict(state["carry"])
 
 
 def messages_hash(messages: Sequence[dict]) -> str:

@@ -48,6 +48,8 @@ class ExploreConfig(BaseModel):
     """Defense: refuse to store lessons that endorse rule-breaking (reflection mode)."""
     reanchor_every: int = Field(default=0, ge=0)
     """Defense: restate the rule every k rounds (0 = never)."""
+    monitor_fallback: bool = False
+    """Defense: a per-agent tipping monitor (CUSUM) switches the agent to the compliant option once it fires."""
     limit: int | None = Field(default=None, ge=1)
     """Play only the first N items (quick checks)."""
 
@@ -77,8 +79,8 @@ class _GraphBackend:
             store=store,
             memory_hygiene=cfg.memory_hygiene,
             reanchor_every=cfg.reanchor_every,
+            monitor_fallback=cfg.monitor_fallback,
         )
-        self.memory: dict[str, list] = {it.key: [] for it in items}
         self.seed = cfg.seed
         self.score = cfg.decision == "score"
 
@@ -98,7 +100,6 @@ class _GraphBackend:
                     "options": (it.compliant, it.violating),
                     "target": it.violating,
                     "rule": _rule(it),
-                    "memory": self.memory[it.key],
                 }
             )
 
@@ -113,7 +114,6 @@ class _GraphBackend:
 
         events = []
         for it, st in zip(self.items, self.engine.play(inputs, settle), strict=True):
-            self.memory[it.key] = st.get("memory", [])
             events.append(
                 {
                     "testbed": "explore",
@@ -129,16 +129,17 @@ class _GraphBackend:
                     "p_violate": st.get("p_target"),
                     "reward": st["reward"],
                     "lesson": st.get("lesson"),
+                "proposed_choice": st.get("proposed_choice"),
                     "lesson_refused": st.get("lesson_refused", False),
                 }
             )
         return events
 
     def state(self) -> dict[str, Any]:
-        return {"memory": self.memory}
+        return self.engine.state_dict()
 
     def load(self, state: dict[str, Any]) -> None:
-        self.memory.update(state["memory"])
+        self.engine.load_state_dict(state)
 
 
 class _SurrogateBackend:

@@ -148,7 +148,7 @@ class CusumDetector:
         self._observations = 0
         self._ignored = 0
         self._alarms = 0
-        self._restart = False
+        self._alarmed = False
 
     def update(self, x: object) -> bool:
         """Add one observation; return ``True`` when it raises an alarm.
@@ -163,12 +163,12 @@ class CusumDetector:
             self._ignored += 1
             return False
         violated = bool(x)
-        start = 0.0 if self._restart else self._statistic
+        start = 0.0 if self._alarmed else self._statistic  # fresh evidence after an alarm
         self._statistic = max(0.0, start + (self._up if violated else self._down))
         self._observations += 1
-        self._restart = self._statistic >= self._config.h and self._observations > self._config.warmup
-        self._alarms += self._restart
-        return self._restart
+        self._alarmed = self._statistic >= self._config.h and self._observations > self._config.warmup
+        self._alarms += self._alarmed
+        return self._alarmed
 
     def state_dict(self) -> dict[str, Any]:
         """Return the detector's full state as a JSON-able dict (see :meth:`from_state_dict`)."""
@@ -179,7 +179,7 @@ class CusumDetector:
             "observations": self._observations,
             "ignored": self._ignored,
             "alarms": self._alarms,
-            "restart": self._restart,
+            "alarmed": self._alarmed,
         }
 
     @classmethod
@@ -200,7 +200,7 @@ class CusumDetector:
             raise ValueError(f"invalid CUSUM counters {counts!r}")
         detector._statistic = statistic
         detector._observations, detector._ignored, detector._alarms = counts
-        detector._restart = bool(state["restart"])
+        detector._alarmed = bool(state["alarmed"])
         return detector
 
 

@@ -73,7 +73,7 @@ class ChatModelPolicy:
         except ImportError as err:
             raise ModelError(f"{spec}: provider package missing: {err}") from err
         except ValueError as err:
-            raise ModelError(f"{spec}: {str(err).splitlines()[0]} (see `init_chat_model` for providers)") from err
+            raise ModelError(f"{spec}: {' '.join(str(err).split())}") from err
         return cls(model, name=spec, max_concurrency=batch_size)
 
     def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: DecisionMode = "generate") -> list[Decision]:

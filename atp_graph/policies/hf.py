@@ -173,6 +173,9 @@ class HFPolicy:
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         source = str(path_or_id)
+        if _looks_local(source) and not Path(source).expanduser().is_dir():
+            raise ModelError(f"model folder {source!r} does not exist")
+        source = str(Path(source).expanduser()) if _looks_local(source) else source
         try:
             tok_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").exists() else source
             tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
@@ -320,6 +323,11 @@ class HFPolicy:
             for i, pair in zip(group, pairs, strict=True):
                 result[i] = (pair[0], pair[1])
         return result
+
+
+def _looks_local(source: str) -> bool:
+    """Whether a model source is a filesystem path rather than a hub id (``owner/name``)."""
+    return source.startswith(("/", ".", "~")) or "\\" in source or Path(source).exists()
 
 
 def _as_list(token_ids: int | list[int] | None) -> list[int]:

@@ -119,7 +119,7 @@ def _convert(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    settings = {k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
+    settings = {k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_model_name_or_path")}
     model = LlamaForCausalLM(LlamaConfig.from_dict(settings))
     model.load_state_dict(quantized.state_dict())
     model.tie_weights()

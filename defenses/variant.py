@@ -1,0 +1,228 @@
+"""What DPO and GRPO share: the base model folder behind a spec, loading it for training, and the variant manifest.
+
+A trained variant is a folder with a LoRA adapter (or a whole model with ``full``) and ``variant.json``::
+
+    {"spec": "hf:<base folder>+adapter:<this folder>", "method": "dpo", "base_spec": "smollm2",
+     "base_path": "<base folder>", "config": {...}, "data": {"path", "sha256", "records"}, "metrics": {...}}
+
+``spec`` is what :func:`atp_graph.load_policy` (and every ``--model`` option) accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atp_graph.policies.spec import ModelError, split_adapter
+
+if TYPE_CHECKING:
+    from .config import TrainSettings
+
+__all__ = [
+    "MANIFEST",
+    "TrainResult",
+    "base_model_path",
+    "file_sha256",
+    "lora_config",
+    "load_for_training",
+    "package_versions",
+    "read_variant",
+    "resolve_spec",
+    "save_variant",
+    "summarize_log",
+    "trainer_kwargs",
+    "write_variant",
+]
+
+MANIFEST = "variant.json"
+"""The manifest file of a trained variant folder."""
+
+_PACKAGES = ("atp-graph", "torch", "transformers", "trl", "peft", "datasets", "accelerate")
+
+
+@dataclass
+class TrainResult:
+    """A finished training run."""
+
+    path: Path
+    """The variant folder (adapter or full model, plus ``variant.json``)."""
+    spec: str
+    """The model spec that loads the variant: ``hf:<base>+adapter:<path>`` (LoRA) or ``hf:<path>`` (full)."""
+    manifest: dict[str, Any]
+    """The contents of ``variant.json``."""
+    log_history: list[dict[str, Any]]
+    """Every metrics record the trainer logged (one per ``logging_steps``)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the data and the training."""
+    out = {}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def base_model_path(spec: str) -> str:
+    """The folder (or hub id) a trainable model spec names; ``smollm2`` is the cached converted folder.
+
+    Raises:
+        ModelError: For specs that are not a local Hugging Face model (``sim``, providers, adapters).
+    """
+    spec = spec.strip()
+    if spec in ("", "smollm2"):
+        from atp_graph.policies.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2())
+    kind, _, target = spec.partition(":")
+    if kind == "tiny" and target:
+        from atp_graph.policies.tiny import build_tiny_model
+
+        folder = Path(target).expanduser()
+        if not (folder / "config.json").exists():
+            build_tiny_model(folder)
+        return str(folder.resolve())
+    if kind == "hf" and target:
+        base, adapter = split_adapter(target)
+        if adapter is not None:
+            raise ModelError(f"{spec!r} already carries an adapter; merge it into a model folder before training on it")
+        local = Path(base).expanduser()
+        return str(local.resolve()) if local.is_dir() else base
+    raise ModelError(f"cannot train {spec!r}: training needs smollm2, hf:<folder or hub id> or tiny:<folder>")
+
+
+def resolve_spec(spec: str) -> str:
+    """A model spec, with a trained variant folder (one holding ``variant.json``) replaced by its recorded spec."""
+    p = Path(spec)
+    if ":" not in spec and (p / MANIFEST).is_file():
+        return read_variant(p)["spec"]
+    return spec
+
+
+def read_variant(folder: str | Path) -> dict[str, Any]:
+    """The ``variant.json`` manifest of a trained variant folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no variant manifest here")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_variant(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``variant.json`` (adding the creation time and package versions); return what was written."""
+    full = {**manifest, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": package_versions()}
+    (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n", encoding="utf-8")
+    return full
+
+
+def _device(setting: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _bf16(device: str, precision: str) -> bool:
+    """bf16 mixed precision: asked for, or ``auto`` on a GPU that supports it."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_for_training(base: str, settings: TrainSettings) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, tokenizer, placement)``: float32 weights on CPU; bf16 weights for LoRA on a bf16 GPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = _device(settings.device)
+    bf16 = _bf16(device, settings.precision)
+    dtype = torch.bfloat16 if bf16 and not settings.full else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    except OSError as err:
+        raise ModelError(f"cannot load model {base!r} for training ({err})") from None
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ModelError(f"{base}: the tokenizer has no chat template; train an instruction-tuned model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, {"device": device, "bf16": bf16, "dtype": str(dtype).removeprefix("torch.")}
+
+
+def lora_config(settings: TrainSettings) -> Any:
+    """The peft LoRA config, or ``None`` for full fine-tuning."""
+    if settings.full:
+        return None
+    from peft import LoraConfig
+
+    targets: str | list[str] = settings.lora_targets
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def trainer_kwargs(settings: TrainSettings, out: Path, placement: dict[str, Any]) -> dict[str, Any]:
+    """Arguments every TRL config gets: schedule, precision, CPU, no checkpoints, no external loggers."""
+    return dict(
+        output_dir=str(out), learning_rate=settings.lr, num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum, beta=settings.beta, seed=settings.seed,
+        use_cpu=placement["device"] == "cpu", bf16=placement["bf16"], fp16=False,
+        gradient_checkpointing=settings.gradient_checkpointing, logging_steps=settings.logging_steps,
+        save_strategy="no", report_to="none", disable_tqdm=False,
+    )
+
+
+def summarize_log(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """First and last logged value (and the series) of each metric in ``keys``, plus run totals."""
+    steps = [h for h in history if "loss" in h or "reward" in h]
+    out: dict[str, Any] = {}
+    for key in keys:
+        series = [(h["step"], h[key]) for h in steps if key in h]
+        if series:
+            out[key] = {"first": series[0][1], "last": series[-1][1], "series": series}
+    totals = next((h for h in reversed(history) if "train_runtime" in h), {})
+    if totals:
+        n = max(int(totals.get("step", 0)), 1)
+        out["steps"] = int(totals.get("step", 0))
+        out["train_runtime_s"] = totals["train_runtime"]
+        out["seconds_per_step"] = totals["train_runtime"] / n
+        out["train_loss"] = totals.get("train_loss")
+    return out
+
+
+def save_variant(trainer: Any, out: Path, *, method: str, base_spec: str, base: str, settings: TrainSettings,
+                 data: dict[str, Any], placement: dict[str, Any], keys: tuple[str, ...]) -> TrainResult:
+    """Save the adapter (or full model) and tokenizer, write ``variant.json``; return the :class:`TrainResult`."""
+    trainer.save_model(str(out))
+    trainer.processing_class.save_pretrained(str(out))
+    folder = out.resolve()
+    spec = f"hf:{folder}" if settings.full else f"hf:{base}+adapter:{folder}"
+    history = list(trainer.state.log_history)
+    manifest = write_variant(out, {
+        "spec": spec, "method": method, "base_spec": base_spec, "base_path": base,
+        "adapter": None if settings.full else str(folder), "config": settings.model_dump(), "data": data,
+        "placement": placement, "metrics": summarize_log(history, keys),
+    })
+    return TrainResult(out, spec, manifest, history)

@@ -1,0 +1,23 @@
+"""Shared fixtures: the tiny random chat model, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama chat model + BPE tokenizer folder (``HFPolicy.from_pretrained`` / ``hf:<dir>``)."""
+    from atp_graph.policies.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny model with the Qwen3 architecture (q/k norms), for architecture-independence tests."""
+    from atp_graph.policies.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"), arch="qwen3", seed=1)
