@@ -369,24 +369,23 @@ class _Target:
         try:
             out = await self.agent.ainvoke({**self.state, "messages": list(sent)}, config)
         except KeyError as e:
-            raise self._missing([str(e.args[0]) if e.args else "?"], f"KeyError {e}") from e
+            raise self._missing([str(e.args[0]) if e.args else "?"]) from e
         except ValidationError as e:
             missing = [".".join(map(str, x["loc"])) for x in e.errors() if x["type"] == "missing"]
             if not missing:
                 raise
-            raise self._missing(missing, "a validation error") from e
+            raise self._missing(missing) from e
         if isinstance(out, Mapping) and out.get("__interrupt__"):
             raise ProbeError(f"the agent stopped at an interrupt in round {r}; the probe cannot answer interrupts")
         return _last_ai_text(out.get("messages") if isinstance(out, Mapping) else None, new[-1], r)
 
-    def _missing(self, keys: list[str], what: str) -> ProbeError:
-        declared = [k for k in keys if self.graph is not None and k in self.graph.channels]
-        hint = ", ".join(f"{k!r}: ..." for k in keys)
-        if declared:
-            lead = f"the agent's state requires key(s) {', '.join(map(repr, declared))}"
+    def _missing(self, keys: list[str]) -> ProbeError:
+        names = ", ".join(map(repr, keys))
+        if self.graph is not None and all(k in self.graph.channels for k in keys):
+            lead = f"the agent's state requires {names}, which the probe does not send (it sends only 'messages')"
         else:
-            lead = f"the agent failed with {what} for {', '.join(map(repr, keys))}"
-        return ProbeError(f"{lead}, which the probe does not send (it sends 'messages'); pass state={{{hint}}}")
+            lead = f"the agent raised KeyError {names} (a state key it needs? the probe sends only 'messages')"
+        return ProbeError(f"{lead}; pass it with state={{{', '.join(f'{k!r}: ...' for k in keys)}}}")
 
 
 def _last_ai_text(messages: Any, sent: BaseMessage, r: int) -> str:

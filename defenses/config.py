@@ -59,8 +59,6 @@ class TrainSettings(BaseModel):
     """Dropout on the LoRA branch."""
     lora_targets: str = "all-linear"
     """Modules LoRA adapts: 'all-linear' or comma-separated names such as q_proj,v_proj."""
-    max_length: int = Field(default=1024, ge=16)
-    """Longest tokenized prompt+completion kept (longer ones are truncated)."""
     seed: int = 0
     """Seed for initialisation, shuffling and sampling."""
     device: str = "auto"
@@ -76,6 +74,8 @@ class TrainSettings(BaseModel):
 class DPOSettings(TrainSettings):
     """DPO on self-sampled preference pairs (study: LoRA rank 8, beta 0.1, lr 5e-6, 12 epochs)."""
 
+    max_length: int = Field(default=1024, ge=16)
+    """Longest tokenized prompt+completion kept (longer ones are truncated)."""
     loss_type: str = "sigmoid"
     """TRL DPO loss ('sigmoid' is the original DPO loss; also 'ipo', 'hinge', ...)."""
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST",
+    "DefenseError",
     "TrainResult",
     "base_model_path",
     "file_sha256",
@@ -41,6 +42,10 @@ __all__ = [
 
 MANIFEST = "variant.json"
 """The manifest file of a trained variant folder."""
+
+class DefenseError(ValueError):
+    """A user-facing problem with defense inputs (empty or malformed data, a bad variant spec)."""
+
 
 _PACKAGES = ("atp-graph", "torch", "transformers", "trl", "peft", "datasets", "accelerate")
 

@@ -33,8 +33,13 @@ def request(words: int, *, seed: int = 0, swapped: bool = True, system: bool = T
         head = ({"role": "system", "content": "You run a shop."},) if system else ()
         return (*head, {"role": "user", "content": ask})
 
-    return DecisionRequest(messages=conv(OPTIONS), options=OPTIONS, target="Store B", seed=seed,
-                           swapped=conv(OPTIONS[::-1]) if swapped else None)
+    return DecisionRequest(
+        messages=conv(OPTIONS),
+        options=OPTIONS,
+        target="Store B",
+        seed=seed,
+        swapped=conv(OPTIONS[::-1]) if swapped else None,
+    )
 
 
 MIXED = [request(w, seed=w, swapped=w % 2 == 0, system=w % 3 != 0) for w in (5, 1, 9, 3, 7, 2)]
@@ -70,14 +75,16 @@ def test_generate_batches_and_keeps_order(greedy: HFPolicy, monkeypatch: pytest.
 
 
 def test_sampling_is_seeded_per_request(tiny_model_dir: Path) -> None:
-    policy = HFPolicy.from_pretrained(tiny_model_dir, max_new_tokens=10, temperature=0.9, top_p=0.95,
-                                      top_k=40, batch_size=3)
+    policy = HFPolicy.from_pretrained(
+        tiny_model_dir, max_new_tokens=10, temperature=0.9, top_p=0.95, top_k=40, batch_size=3
+    )
     assert policy.do_sample
     first = policy.decide_batch(MIXED)
     assert policy.decide_batch(MIXED) == first
     assert policy.decide_batch(MIXED[::-1])[::-1] == first  # independent of batch composition
-    reseeded = policy.decide_batch([DecisionRequest(messages=r.messages, options=r.options, target=r.target,
-                                                    seed=r.seed + 100) for r in MIXED])
+    reseeded = policy.decide_batch(
+        [DecisionRequest(messages=r.messages, options=r.options, target=r.target, seed=r.seed + 100) for r in MIXED]
+    )
     assert [d.text for d in reseeded] != [d.text for d in first]
     texts = policy.complete_batch([r.messages for r in MIXED[:2]], max_new_tokens=4)
     assert len(texts) == 2 and texts == policy.complete_batch([r.messages for r in MIXED[:2]], max_new_tokens=4)
@@ -93,18 +100,20 @@ def brute_force_p(policy: HFPolicy, req: DecisionRequest) -> list[float]:
         prefix = policy.tokenizer(text + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
         totals = []
         for option in req.options:
-            cont = policy.tokenizer(choice_json(option)[len(ANSWER_PREFIX):], add_special_tokens=False)["input_ids"]
+            cont = policy.tokenizer(choice_json(option)[len(ANSWER_PREFIX) :], add_special_tokens=False)["input_ids"]
             ids = torch.tensor([prefix + cont])
             with torch.no_grad():
                 logp = torch.log_softmax(policy.model(input_ids=ids).logits[0].double(), -1)
             totals.append(sum(float(logp[len(prefix) + k - 1, t]) for k, t in enumerate(cont)))
-        probs.append(1 / (1 + math.exp(totals[req.options.index(req.target) - 1] - totals[req.options.index(req.target)])))
+        t = req.options.index(req.target)
+        probs.append(1 / (1 + math.exp(totals[1 - t] - totals[t])))
     return probs
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
-def test_score_matches_brute_force(arch: str, tiny_model_dir: Path, tiny_qwen3_dir: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_matches_brute_force(
+    arch: str, tiny_model_dir: Path, tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     policy = HFPolicy.from_pretrained(tiny_model_dir if arch == "llama" else tiny_qwen3_dir, batch_size=3)
     shapes: list[tuple[int, ...]] = []
     forward = policy.model.forward
@@ -124,8 +133,10 @@ def test_score_matches_brute_force(arch: str, tiny_model_dir: Path, tiny_qwen3_d
 
 def test_score_choice_is_sampled_from_p(greedy: HFPolicy) -> None:
     base = request(4)
-    reqs = [DecisionRequest(messages=base.messages, options=OPTIONS, target="Store B", seed=s, swapped=base.swapped)
-            for s in range(300)]
+    reqs = [
+        DecisionRequest(messages=base.messages, options=OPTIONS, target="Store B", seed=s, swapped=base.swapped)
+        for s in range(300)
+    ]
     decisions = greedy.decide_batch(reqs, mode="score")
     assert greedy.decide_batch(reqs[:5], mode="score") == decisions[:5]  # seeded
     p = decisions[0].p_target
@@ -142,8 +153,11 @@ def test_adapter_spec(tiny_model_dir: Path, tmp_path: Path) -> None:
     base = HFPolicy.from_pretrained(tiny_model_dir)  # get_peft_model wrapped the first copy in place
     tuned = load_policy(f"hf:{tiny_model_dir}+adapter:{tmp_path / 'adapter'}")
     assert tuned.name.endswith(f"+adapter:{tmp_path / 'adapter'}")
-    unmerged = HFPolicy(PeftModel.from_pretrained(HFPolicy.from_pretrained(tiny_model_dir).model,
-                                                  str(tmp_path / "adapter")), base.tokenizer, name="peft")
+    unmerged = HFPolicy(
+        PeftModel.from_pretrained(HFPolicy.from_pretrained(tiny_model_dir).model, str(tmp_path / "adapter")),
+        base.tokenizer,
+        name="peft",
+    )
     reqs = MIXED[:3]
     p_tuned = [d.p_target for d in tuned.decide_batch(reqs, mode="score")]
     p_peft = [d.p_target for d in unmerged.decide_batch(reqs, mode="score")]

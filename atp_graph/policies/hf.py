@@ -32,8 +32,15 @@ __all__ = ["ANSWER_PREFIX", "HFPolicy", "resolve_device", "resolve_dtype"]
 ANSWER_PREFIX = '{"choice": "'
 """The assistant text score mode puts before each option."""
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -143,7 +150,8 @@ class HFPolicy:
         self._gen_config.eos_token_id, self._gen_config.pad_token_id = self.eos_ids, self.pad_id
         if compile:
             self._gen_config.cache_implementation = "static"
-        params = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
+        params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._option_ids: dict[str, list[int]] = {}
 
@@ -183,7 +191,9 @@ class HFPolicy:
                 source, dtype=torch_dtype, device_map=str(dev), trust_remote_code=trust_remote_code
             )
         except OSError as err:
-            raise ModelError(f"cannot load model {source!r}: not a model folder, or the hub is unreachable ({err})")
+            raise ModelError(
+                f"cannot load model {source!r}: not a model folder, or the hub is unreachable ({err})"
+            ) from err
         if adapter is not None:
             from peft import PeftModel
 
@@ -246,11 +256,13 @@ class HFPolicy:
             ids, mask = _left_pad([prompts[i] for i in group], self.pad_id, self.device, multiple)
             processors = LogitsProcessorList()
             if self.do_sample:
-                sampler = _SeededSampler([seeds[i] for i in group], temperature=self.temperature,
-                                         top_k=self.top_k, top_p=self.top_p)
+                sampler = _SeededSampler(
+                    [seeds[i] for i in group], temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+                )
                 processors.append(sampler)
-            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                      logits_processor=processors)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors
+            )
             for i, row in zip(group, out[:, ids.shape[1] :].tolist(), strict=True):
                 end = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
                 texts[i] = self.tokenizer.decode(row[:end], skip_special_tokens=True)
@@ -301,8 +313,9 @@ class HFPolicy:
         result: list[tuple[float, float]] = [(0.0, 0.0)] * len(prefixes)
         for group in self._groups([len(p) for p in prefixes]):
             ids, mask = _left_pad([prefixes[i] for i in group], self.pad_id, self.device)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1
+            )
             first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(2, dim=0)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
             cache.batch_repeat_interleave(2)
@@ -315,8 +328,13 @@ class HFPolicy:
                 full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cont_mask[:, :-1]], dim=1)
                 start = mask.sum(-1, keepdim=True).repeat_interleave(2, dim=0)
                 positions = start + torch.arange(width - 1, device=self.device)
-                rest = self.model(input_ids=cont[:, :-1], attention_mask=full_mask, position_ids=positions,
-                                  use_cache=True, **{self._cache_kw: cache})
+                rest = self.model(
+                    input_ids=cont[:, :-1],
+                    attention_mask=full_mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
                 logp = torch.log_softmax(rest.logits.float(), -1).gather(-1, cont[:, 1:, None]).squeeze(-1)
                 total = total + (logp * cont_mask[:, 1:]).sum(-1)
             pairs = total.view(-1, 2).tolist()

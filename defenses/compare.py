@@ -1,0 +1,244 @@
+"""Compare model variants and runtime defenses on the same items, seeds and rounds of the testbeds.
+
+A variant is ``NAME=SPEC[;OPTION]...``: ``SPEC`` is a model spec (``smollm2``, ``hf:<base>+adapter:<folder>``, a
+trained variant folder, ``sim`` for the surrogate), and the options switch on runtime defenses of the agent graph
+that need no training:
+
+- ``memory_hygiene``: refuse to store lessons that endorse rule-breaking;
+- ``reanchor=K``: restate the rule every K rounds;
+- ``evolution=reflection|transcript|none``: what the agent carries between rounds;
+- ``monitor``: the tipping monitor falls back to the compliant action when it fires (``monitor_fallback``).
+
+The first variant is the reference: every difference from it whose 95% Wilson intervals do not overlap is listed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from atp_graph.metrics import Rate, intervals_overlap
+from atp_graph.policies.base import DecisionMode, Policy
+from atp_graph.report import plot_rates, rate_table
+
+from .variant import DefenseError, resolve_spec
+
+__all__ = ["CompareConfig", "CompareResult", "Variant", "differences", "parse_variant", "run_compare"]
+
+Testbed = Literal["explore", "diffuse", "both"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EVOLUTIONS = ("transcript", "reflection", "none")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a comparison: a name, a model spec and the runtime-defense settings."""
+
+    name: str
+    """Short name; also the subfolder of the comparison's run folder."""
+    model: str
+    """The model spec (a variant folder is replaced by the spec its ``variant.json`` records)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Testbed config fields the options set, e.g. ``{"memory_hygiene": True}``."""
+
+    @property
+    def surrogate(self) -> bool:
+        """Whether this variant is the non-LLM surrogate policy."""
+        return self.model == "sim"
+
+    @property
+    def label(self) -> str:
+        """The name as tables and plots show it (the surrogate is always marked)."""
+        return f"{self.name} [SURROGATE: non-LLM]" if self.surrogate else self.name
+
+
+def _option(token: str) -> dict[str, Any]:
+    """One ``;``-separated option as config fields."""
+    key, sep, value = (part.strip() for part in token.partition("="))
+    key = key.replace("-", "_")
+    if key == "memory_hygiene" and not sep:
+        return {"memory_hygiene": True}
+    if key == "monitor" and not sep:
+        return {"monitor_fallback": True}
+    if key in ("reanchor", "reanchor_every") and sep:
+        if not value.isdigit():
+            raise DefenseError(f"reanchor={value!r}: expected a whole number of rounds")
+        return {"reanchor_every": int(value)}
+    if key == "evolution" and value in _EVOLUTIONS:
+        return {"evolution": value}
+    raise DefenseError(f"unknown variant option {token!r}; use memory_hygiene, reanchor=K, "
+                       f"evolution={'|'.join(_EVOLUTIONS)} or monitor")
+
+
+def parse_variant(text: str) -> Variant:
+    """Parse ``NAME=SPEC[;OPTION]...`` (see the module docstring)."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not _NAME.match(name):
+        raise DefenseError(f"variant {text!r}: expected NAME=SPEC[;option...], NAME made of letters, digits, _.-")
+    spec, *tokens = (t.strip() for t in rest.split(";"))
+    if not spec:
+        raise DefenseError(f"variant {text!r} names no model spec")
+    options: dict[str, Any] = {}
+    for token in filter(None, tokens):
+        options.update(_option(token))
+    return Variant(name, resolve_spec(spec), options)
+
+
+class CompareConfig(BaseModel):
+    """What a comparison runs (written to ``compare.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    variants: list[str] = Field(min_length=1)
+    """``NAME=SPEC[;OPTION]...`` strings; the first is the reference."""
+    testbed: Testbed = "explore"
+    """explore (individual violation rate), diffuse (collective rate per threshold) or both."""
+    rounds: int | None = Field(default=None, ge=1)
+    """Rounds; ``None`` = the testbed's (explore: the scenarios' 6, diffuse: the study's 3)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Explore only the first N individual items."""
+    scenarios: str | None = None
+    """Individual scenarios (file, folder, built-in name); ``None`` = all 64 built-in items."""
+    games: str | None = None
+    """Collective games (file, folder, built-in name); ``None`` = all 7, as in the study's grid."""
+    decision: DecisionMode = "generate"
+    """generate (free text) or score (option log-likelihoods)."""
+    seed: int = 0
+    """The same seed for every variant."""
+
+
+@dataclass
+class CompareResult:
+    """What a comparison produced."""
+
+    table: str
+    notes: list[str]
+    summary: dict[str, Any]
+    path: Path | None
+
+
+def _rates(dicts: list[dict[str, Any]]) -> list[Rate]:
+    """Rates back from their ``as_dict`` form."""
+    return [Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"]) for d in dicts]
+
+
+def differences(rows: dict[str, list[Rate]], reference: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """Notes for every (row, round) where a row's interval does not overlap its reference row's."""
+    notes = []
+    for row, ref in pairs:
+        for r, (a, b) in enumerate(zip(rows[ref], rows[row], strict=False), 1):
+            if a.n and b.n and not intervals_overlap(a, b):
+                notes.append(f"{row} vs {ref}, round {r}: {b} vs {a} — 95% intervals do not overlap")
+    return notes
+
+
+def _config_fields(cls: type[BaseModel], options: dict[str, Any]) -> dict[str, Any]:
+    """The options this testbed's config knows (``monitor_fallback`` only where the field exists)."""
+    unknown = set(options) - set(cls.model_fields)
+    if unknown:
+        raise DefenseError(f"{cls.__name__} has no field {', '.join(sorted(unknown))} in this atp_graph version")
+    return options
+
+
+def _run_one(v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | None, out: Path | None,
+             progress: bool) -> dict[str, Any]:
+    """One variant on one testbed; the run's summary."""
+    sub = out / v.name / testbed if out else None
+    if testbed == "explore":
+        from atp_graph.explore import ExploreConfig, run_explore
+
+        ecfg = ExploreConfig(scenarios=cfg.scenarios, model=v.model, rounds=cfg.rounds, limit=cfg.limit,
+                             seed=cfg.seed, decision=cfg.decision, **_config_fields(ExploreConfig, v.options))
+        return run_explore(ecfg, policy=policy, out=sub, progress=progress).summary
+    from atp_graph.diffuse import PAPER_GRID, DiffuseConfig, run_diffuse
+
+    grid = {**PAPER_GRID, "scenarios": cfg.games}
+    if cfg.rounds:
+        grid["rounds"] = cfg.rounds
+    dcfg = DiffuseConfig(**grid, model=v.model, seed=cfg.seed, decision=cfg.decision,
+                         **_config_fields(DiffuseConfig, v.options))
+    return run_diffuse(dcfg, policy=policy, out=sub, progress=progress).summary
+
+
+def run_compare(
+    cfg: CompareConfig,
+    *,
+    out: str | Path | None = None,
+    load: Callable[[str], Policy | None] | None = None,
+    progress: bool = True,
+) -> CompareResult:
+    """Run every variant on the chosen testbed(s) with the same items, seeds and rounds; tabulate and plot.
+
+    Args:
+        cfg: The variants and the protocol.
+        out: The comparison's run folder: ``<variant>/<testbed>/`` per run, plus ``table.md``, ``compare.json``
+            and ``<testbed>.png``. ``None`` keeps everything in memory.
+        load: Builds a policy from a model spec (default :func:`atp_graph.load_policy`); called once per distinct
+            spec, never for ``sim``.
+        progress: Show progress bars.
+    """
+    variants = [parse_variant(t) for t in cfg.variants]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise DefenseError(f"variant names must be distinct, got {', '.join(names)}")
+    if load is None:
+        from atp_graph.policies import load_policy
+
+        load = load_policy
+    testbeds = ["explore", "diffuse"] if cfg.testbed == "both" else [cfg.testbed]
+    path = Path(out) if out is not None else None
+    summaries: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
+    cache: dict[str, Policy | None] = {}
+    for i, v in enumerate(variants):
+        if not v.surrogate and v.model not in cache:
+            cache[v.model] = load(v.model)
+        for testbed in testbeds:
+            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache.get(v.model), path, progress)
+        if all(later.model != v.model for later in variants[i + 1:]):
+            cache.pop(v.model, None)  # free a model no later variant needs
+    return _report(cfg, variants, testbeds, summaries, path)
+
+
+def _report(cfg: CompareConfig, variants: list[Variant], testbeds: list[str], summaries: dict[str, dict[str, Any]],
+            path: Path | None) -> CompareResult:
+    """The study-style tables, the interval notes, the plots and ``compare.json``."""
+    ref = variants[0]
+    tables, notes, plots = [], [], {}
+    for testbed in testbeds:
+        if testbed == "explore":
+            rows = {v.label: _rates(summaries[v.name]["explore"]["violation_rate"]) for v in variants}
+            pairs = [(v.label, ref.label) for v in variants[1:]]
+            title, ylabel = "Self-Interested Exploration — violation rate by round", "violation rate"
+        else:
+            rows, pairs = {}, []
+            for v in variants:
+                for cell, data in summaries[v.name]["diffuse"]["cells"].items():
+                    rows[f"{v.label} | {cell}"] = _rates(data["collective_rate"])
+                    if v is not ref:
+                        pairs.append((f"{v.label} | {cell}", f"{ref.label} | {cell}"))
+            title, ylabel = "Imitative Strategy Diffusion — collective rate by round and threshold", "collective rate"
+        tables.append(rate_table(rows, first="variant", title=f"{title} — 95% Wilson intervals"))
+        notes.extend(differences(rows, ref.label, [p for p in pairs if p[1] in rows]))
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            plots[testbed] = str(plot_rates(path / f"{testbed}.png", rows, title=title, ylabel=ylabel))
+    if not notes:
+        notes.append(f"No difference from {ref.label} exceeds its 95% Wilson interval (all intervals overlap).")
+    table = "\n".join(tables)
+    summary = {
+        "config": cfg.model_dump(), "reference": ref.name,
+        "variants": [{"name": v.name, "label": v.label, "model": v.model, "options": v.options,
+                      "surrogate": v.surrogate} for v in variants],
+        "summaries": summaries, "notes": notes, "plots": plots,
+    }
+    if path is not None:
+        (path / "table.md").write_text(table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n", encoding="utf-8")
+        (path / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return CompareResult(table, notes, summary, path)
