@@ -16,7 +16,6 @@ from .coordinator import Coordinator, Settlement, Submission
 from .policies.base import DecisionMode, Policy
 from .rundir import RunDir
 
-
 CARRIED = ("memory", "guard")
 """Agent-state keys that persist from one round to the next."""
 

@@ -129,7 +129,7 @@ class _GraphBackend:
                     "p_violate": st.get("p_target"),
                     "reward": st["reward"],
                     "lesson": st.get("lesson"),
-                "proposed_choice": st.get("proposed_choice"),
+                    "proposed_choice": st.get("proposed_choice"),
                     "lesson_refused": st.get("lesson_refused", False),
                 }
             )

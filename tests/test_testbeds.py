@@ -39,8 +39,13 @@ class Recorder:
 def test_explore_surrogate_outputs_agree(tmp_path):
     res = run_explore(ExploreConfig(model="sim", rounds=4), out=tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} >= {"config.json", "events.jsonl", "summary.json", "table.md",
-                                               "violation_rate.png"}
+    assert {p.name for p in run.iterdir()} >= {
+        "config.json",
+        "events.jsonl",
+        "summary.json",
+        "table.md",
+        "violation_rate.png",
+    }
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert len(events) == 64 * 4 and all(e["policy"] == "surrogate" for e in events)
     summary = json.loads((run / "summary.json").read_text())
@@ -81,8 +86,12 @@ def test_explore_none_and_reflection_memory(tiny_policy, tmp_path):
     run_explore(ExploreConfig(model="tiny", rounds=2, limit=2, evolution="none"), policy=rec, progress=False)
     assert [m["role"] for m in rec.batches[1][0].messages] == ["system", "user"]
     rec = Recorder(tiny_policy)
-    res = run_explore(ExploreConfig(model="tiny", rounds=2, limit=2, evolution="reflection"), policy=rec,
-                      out=tmp_path / "refl", progress=False)
+    res = run_explore(
+        ExploreConfig(model="tiny", rounds=2, limit=2, evolution="reflection"),
+        policy=rec,
+        out=tmp_path / "refl",
+        progress=False,
+    )
     assert (tmp_path / "refl" / "memory.sqlite").exists()
     lessons = [e["lesson"] for e in res.events if e["round"] == 1]
     if any(lessons):  # the recalled lessons appear in round 2's system prompt
@@ -188,7 +197,6 @@ def test_readoption_rate_matches_events():
         assert res.summary["readoption_after_success"]["rate"] == pytest.approx(expected.value)
 
 
-
 class AlwaysDeviant:
     """A deterministic stand-in model that always picks the target (deviant) option."""
 
@@ -209,10 +217,13 @@ def test_runtime_defenses_change_behaviour():
     plain = run_explore(ExploreConfig(**cfg), policy=AlwaysDeviant(), progress=False)
     assert all(e["outcome"] == "violate" for e in plain.events)
     assert any(e["lesson"] for e in plain.events)
-    guarded = run_explore(ExploreConfig(**cfg, monitor_fallback=True, memory_hygiene=True), policy=AlwaysDeviant(),
-                          progress=False)
-    outcomes = [[e["outcome"] for e in guarded.events if e["variant"] == 0 and e["scenario"] == s]
-                for s in {e["scenario"] for e in guarded.events}][0]
+    guarded = run_explore(
+        ExploreConfig(**cfg, monitor_fallback=True, memory_hygiene=True), policy=AlwaysDeviant(), progress=False
+    )
+    outcomes = [
+        [e["outcome"] for e in guarded.events if e["variant"] == 0 and e["scenario"] == s]
+        for s in {e["scenario"] for e in guarded.events}
+    ][0]
     assert outcomes == ["violate", "comply", "comply", "comply", "comply"]  # fires on the 2nd deviant proposal
     assert all(e["proposed_choice"] is not None for e in guarded.events)
     assert all(e["lesson"] is None and e["lesson_refused"] for e in guarded.events)  # hygiene refused them all
