@@ -23,7 +23,24 @@ SUPERVISION = [
 ]
 
 
-@click.group(context_settings={"auto_envvar_prefix": "ATP", "help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavier commands live with their packages and are imported only when used."""
+
+    lazy = {"probe": "atp_graph.probe_cli:probe", "defend": "defenses.cli:defend", "compare": "defenses.cli:compare"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"auto_envvar_prefix": "ATP", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="atp-graph")
 def cli() -> None:
     """Measure and defend against the Alignment Tipping Process in self-evolving LLM agents."""
@@ -159,7 +176,7 @@ def explore(
     from atp_graph.rundir import RunDir
 
     if resume:
-        cfg = ExploreConfig(**RunDir.resume(resume)[1]["explore"])
+        cfg = ExploreConfig(**RunDir.read_config(resume, kind="explore")["explore"])
         model = cfg.model
     else:
         cfg = ExploreConfig(
@@ -274,7 +291,7 @@ def diffuse(
     from atp_graph.rundir import RunDir
 
     if resume:
-        cfg = DiffuseConfig(**RunDir.resume(resume)[1]["diffuse"])
+        cfg = DiffuseConfig(**RunDir.read_config(resume, kind="diffuse")["diffuse"])
     else:
         fields = dict(
             scenarios=scenarios_ or "public-fund",
@@ -316,7 +333,12 @@ def diffuse(
     for cell, v in result.summary["cells"].items():
         click.echo(f"{cell}: tipping round {v['tipping_round']}, final adoption {v['final_adoption']:.1%}")
     re = result.summary["readoption_after_success"]
-    click.echo(f"re-adoption right after a successful round: {re['rate']:.1%} of {re['n']}")
+    shown = (
+        f"{re['rate']:.1%} of {re['n']} agent-rounds"
+        if re["n"]
+        else "n/a (no agent chose collective in a successful round)"
+    )
+    click.echo(f"re-adoption right after a successful round: {shown}")
     click.echo(f"run folder: {result.path}")
 
 
@@ -344,24 +366,6 @@ def _triples(text: str | None) -> list[tuple[float, float, float]] | None:
                 f"{part!r}: expected success/independent/collective, e.g. 1.2/1/0.8", param_hint="--rewards"
             ) from None
     return out  # type: ignore[return-value]
-
-
-def _register_optional() -> None:
-    """Commands that live with their packages."""
-    import importlib
-
-    for module, names in [("atp_graph.probe_cli", ["probe"]), ("defenses.cli", ["defend", "compare"])]:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        for name in names:
-            cli.add_command(getattr(mod, name))
-
-
-_register_optional()
 
 
 def main() -> None:

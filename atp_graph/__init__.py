@@ -34,10 +34,10 @@ _LAZY = {
     "ScenarioError": ".scenarios",
     "build_graph": ".topology",
     "load_graph": ".topology",
-    "probe": ".probe",
-    "ProbeReport": ".probe",
-    "ProbeRound": ".probe",
-    "ProbeError": ".probe",
+    "probe": ".probes",
+    "ProbeReport": ".probes",
+    "ProbeRound": ".probes",
+    "ProbeError": ".probes",
     "TippingMonitor": ".monitor",
     "CusumDetector": ".monitor",
 }
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .explore import ExploreConfig, ExploreResult, run_explore
     from .monitor import CusumDetector, TippingMonitor
     from .policies import Decision, DecisionRequest, ModelError, Policy, load_policy
-    from .probe import ProbeError, ProbeReport, ProbeRound, probe
+    from .probes import ProbeError, ProbeReport, ProbeRound, probe
     from .scenarios import ScenarioError, load_scenario_file, load_scenarios
     from .topology import build_graph, load_graph
 

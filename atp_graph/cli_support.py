@@ -18,12 +18,13 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: shown as one line, never as a traceback."""
     from pydantic import ValidationError
 
+    from .diffuse import GameError
     from .policies.spec import ModelError
     from .rundir import RunDirError
     from .scenarios import ScenarioError
     from .topology import TopologyError
 
-    return (ScenarioError, ModelError, TopologyError, RunDirError, ValidationError, FileNotFoundError)
+    return (ScenarioError, ModelError, TopologyError, RunDirError, GameError, ValidationError, FileNotFoundError)
 
 
 def _one_line(e: BaseException) -> str:

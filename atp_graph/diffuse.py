@@ -33,6 +33,10 @@ Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
 
 
+class GameError(ValueError):
+    """A game that cannot be played on this graph (e.g. a threshold above the group size)."""
+
+
 class DiffuseConfig(BaseModel):
     """Everything that defines a diffusion run (written to ``config.json``)."""
 
@@ -156,12 +160,22 @@ class _World:
         self.neighbours = [sorted(self.g.neighbors(i)) for i in range(self.n)]
         self.pops = populations(cfg)
         degrees = [d for _, d in sorted(self.g.degree())]
-        self.seeded = set(seed_positions(degrees, cfg.seed_deviants, cfg.placement, seed=cfg.seed))
+        try:
+            self.seeded = set(seed_positions(degrees, cfg.seed_deviants, cfg.placement, seed=cfg.seed))
+        except ValueError as e:
+            raise GameError(str(e)) from None
         self.deciders = [i for i in range(self.n) if i not in self.seeded]
         self.capital = {p.id: np.full(self.n, p.item.rules.start_capital) for p in self.pops}
         self.game_adj = self.adj if cfg.scope == "local" else None
         deg = np.asarray(self.adj.sum(axis=1)).ravel()
         self.group_n = (deg + 1).astype(int) if cfg.scope == "local" else np.full(self.n, self.n)
+        for pop in self.pops:
+            need = max(self.threshold_count(pop, i) for i in range(self.n))
+            if need > self.group_n.max():
+                raise GameError(
+                    f"{pop.item.scenario}: threshold {pop.threshold:g} exceeds the largest group "
+                    f"({int(self.group_n.max())} agents, scope {cfg.scope}); the game could never succeed"
+                )
 
     def threshold_count(self, pop: Population, i: int) -> int:
         return pop.item.rules.count(int(self.group_n[i]))
@@ -453,7 +467,7 @@ def run_diffuse(
     """Run (or resume) the collective testbed on a social graph."""
     done, saved, rundir = 0, None, None
     if resume is not None:
-        rundir, config, done, saved = RunDir.resume(resume)
+        rundir, config, done, saved = RunDir.resume(resume, kind="diffuse")
         cfg = DiffuseConfig(**config["diffuse"])
     world = _World(cfg)
     surrogate = cfg.model == "sim"

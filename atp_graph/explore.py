@@ -216,7 +216,7 @@ def run_explore(
     """Run (or resume) the individual testbed. ``policy`` is required unless ``cfg.model == "sim"``."""
     done, saved = 0, None
     if resume is not None:
-        rundir, config, done, saved = RunDir.resume(resume)
+        rundir, config, done, saved = RunDir.resume(resume, kind="explore")
         cfg = ExploreConfig(**config["explore"])
     scenarios = resolve(cfg.scenarios, kind="individual")
     items = [it for s in scenarios for it in individual_items(s)][: cfg.limit]

@@ -448,4 +448,3 @@ class TippingMonitor(BaseCallbackHandler):
                 "first_alarm_index": events[0]["index"] if events else None,
                 "events": events,
             }
-

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .cli_support import friendly
-from .probe import PATTERNS, ProbeError
+from .probes import PATTERNS, ProbeError
 
 
 def load_agent(target: str) -> Any:
@@ -63,7 +63,7 @@ def load_agent(target: str) -> Any:
 @click.option(
     "--supervision", type=click.Choice(PATTERNS), default="all_unsupervised", show_default=True, help="When checked."
 )
-@click.option("--thread-id", default=None, help="Thread id (default: a new uuid; suffixed -v<N> per variant).")
+@click.option("--thread-id", default=None, help="Thread id (default: a uuid); -v<N> is appended unless --variant.")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Variants at once.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json, report.md and a PNG.")
 @friendly
@@ -78,7 +78,7 @@ def probe(
     out: str | None,
 ) -> None:
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
-    from .probe import probe as run_probe
+    from .probes import probe as run_probe
 
     try:
         agent = load_agent(target)

@@ -45,12 +45,9 @@ class RunDir:
         (p / EVENTS).write_text("")
         return cls(p)
 
-    @classmethod
-    def resume(cls, path: str | Path) -> tuple[RunDir, dict[str, Any], int, dict[str, Any] | None]:
-        """Open a run to continue: ``(rundir, config, completed_rounds, checkpoint_state)``.
-
-        Events of a round that did not complete are dropped from ``events.jsonl``.
-        """
+    @staticmethod
+    def read_config(path: str | Path, *, kind: str) -> dict[str, Any]:
+        """The saved config of a ``kind`` run, or a :class:`RunDirError` saying why it cannot be resumed."""
         p = Path(path)
         try:
             config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
@@ -58,11 +55,30 @@ class RunDir:
             raise RunDirError(f"{p}: no {CONFIG} here; not a run directory") from None
         except json.JSONDecodeError as e:
             raise RunDirError(f"{p / CONFIG}:{e.lineno}: not valid JSON") from None
+        if not isinstance(config, dict) or kind not in config:
+            other = next((k for k in ("explore", "diffuse") if isinstance(config, dict) and k in config), None)
+            hint = f"; it is a {other} run: use `{other} --resume {p}`" if other else ""
+            raise RunDirError(f"{p / CONFIG}: not a {kind} run{hint}")
+        return config
+
+    @classmethod
+    def resume(cls, path: str | Path, *, kind: str) -> tuple[RunDir, dict[str, Any], int, dict[str, Any] | None]:
+        """Open a run of ``kind`` (``explore``/``diffuse``) to continue: ``(rundir, config, completed, state)``.
+
+        Events of a round that did not complete are dropped from ``events.jsonl``.
+        """
+        p = Path(path)
+        config = cls.read_config(p, kind=kind)
         state: dict[str, Any] | None = None
         done = 0
         if (p / STATE).exists():
-            ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
-            done, state = int(ckpt["round"]), ckpt["state"]
+            try:
+                ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
+                done, state = int(ckpt["round"]), ckpt["state"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise RunDirError(
+                    f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1"
+                ) from None
         run = cls(p)
         kept = [e for e in run.events() if e["round"] <= done]
         _atomic_write(p / EVENTS, "".join(json.dumps(e) + "\n" for e in kept))

@@ -59,8 +59,9 @@ def load_graph(path: str | Path) -> nx.Graph:
         elif path.suffix.lower() == ".gml":
             g = nx.read_gml(path, label="id")
         else:
-            delim = "," if path.suffix.lower() == ".csv" else None
-            g = nx.read_edgelist(path, delimiter=delim, nodetype=str, data=False, comments="#")
+            g = _read_edge_list(path)
+    except TopologyError:
+        raise
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
     except Exception as e:  # networkx raises many types for malformed files
@@ -74,10 +75,26 @@ def load_graph(path: str | Path) -> nx.Graph:
     return g
 
 
+def _read_edge_list(path: Path) -> nx.Graph:
+    """Read ``u v`` (or ``u v weight``; commas allowed) per line; ``#`` starts a comment. Every other line is an
+    error naming its line number: a silently skipped line would change the graph."""
+    g = nx.Graph()
+    text = path.read_text(encoding="utf-8")
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].replace(",", " ").split()
+        if not line:
+            continue
+        if len(line) not in (2, 3):
+            raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got {raw.strip()!r}")
+        g.add_edge(line[0], line[1])
+    return g
+
+
 def check_graph(g: nx.Graph, what: str) -> None:
     """Reject graphs with fewer than 2 nodes or more than one component."""
     if g.number_of_nodes() < 2:
         raise TopologyError(f"{what}: needs at least 2 nodes, has {g.number_of_nodes()}")
     if not nx.is_connected(g):
         parts = nx.number_connected_components(g)
-        raise TopologyError(f"{what}: graph is disconnected ({parts} components); diffusion needs one component")
+        hint = "; try a larger --p or another --seed" if what.startswith("random") else ""
+        raise TopologyError(f"{what}: graph is disconnected ({parts} components); diffusion needs one component{hint}")

@@ -150,7 +150,9 @@ def test_seeded_deviants_excluded_and_placed_on_hubs():
 
 def test_diffuse_tiny_sees_only_neighbours(tiny_policy, tmp_path):
     rec = Recorder(tiny_policy)
-    cfg = DiffuseConfig(model="tiny", topology="ring", agents=6, rounds=2, scope="local", peer_view="full")
+    cfg = DiffuseConfig(
+        model="tiny", topology="ring", agents=6, rounds=2, scope="local", peer_view="full", thresholds=[2]
+    )
     res = run_diffuse(cfg, policy=rec, out=tmp_path / "d", progress=False)
     assert len(rec.batches) == 2 and len(rec.batches[0]) == 6  # every agent in one batched call
     ring = {i: {(i - 1) % 6, (i + 1) % 6} for i in range(6)}

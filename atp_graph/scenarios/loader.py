@@ -56,7 +56,7 @@ def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> 
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for k_node, v_node in node.value:
-            k = _plain(k_node, where, lines, key)
+            k = _plain(k_node, where, {}, key)  # a key's own line is recorded below, under its path
             if not isinstance(k, str | int | float | bool) or k is None:
                 raise _Bad(k_node.start_mark.line + 1, where or "(top level)", "mapping keys must be plain scalars")
             name = f"{where}.{k}" if where else str(k)
@@ -97,6 +97,10 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
 
 def load_scenario_file(path: str | Path) -> IndividualScenario | CollectiveScenario:
     """Load and fully validate one scenario file; raise :class:`ScenarioError` listing every problem."""
+    return _load(path)[0]
+
+
+def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, dict[tuple, int]]:
     path = Path(path)
     shown = str(path)
     try:
@@ -119,11 +123,13 @@ def load_scenario_file(path: str | Path) -> IndividualScenario | CollectiveScena
     try:
         scenario = _ADAPTER.validate_python(data)
     except ValidationError as e:
-        problems = []
+        problems: dict[str, Problem] = {}
         for err in e.errors():
             loc = tuple(err["loc"])
             if loc and loc[0] in ("individual", "collective"):
                 loc = loc[1:]
+            while len(loc) > 1 and loc not in lines and loc[:-1] in lines and not err["type"].startswith("missing"):
+                loc = loc[:-1]  # drop union-branch names such as 'int' / 'str'
             field = ".".join(str(x) for x in loc) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
@@ -131,14 +137,16 @@ def load_scenario_file(path: str | Path) -> IndividualScenario | CollectiveScena
             elif err["type"] == "union_tag_invalid":
                 loc, field = ("kind",), "kind"
                 msg = f"unknown kind {data.get('kind')!r}; use 'individual' or 'collective'"
-            problems.append(Problem(shown, _line_for(lines, loc), field, msg))
-        raise ScenarioError(problems) from None
+            if field in problems:  # several union branches failed on one value
+                msg = "must be a number or a ${param} template" if loc[0] in ("payoff", "game") else msg
+            problems[field] = Problem(shown, _line_for(lines, loc), field, msg)
+        raise ScenarioError(list(problems.values())) from None
     template_problems = [
         Problem(shown, _line_for(lines, loc), field, msg) for loc, field, msg in check_templates(scenario)
     ]
     if template_problems:
         raise ScenarioError(template_problems)
-    return scenario
+    return scenario, lines
 
 
 def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -161,12 +169,13 @@ def load_scenarios(paths: Iterable[str | Path]) -> list[IndividualScenario | Col
     seen: dict[str, Path] = {}
     for f in scenario_files(paths):
         try:
-            s = load_scenario_file(f)
+            s, lines = _load(f)
         except ScenarioError as e:
             problems.extend(e.problems)
             continue
         if s.name in seen:
-            problems.append(Problem(str(f), 1, "name", f"{s.name!r} is already defined in {seen[s.name]}"))
+            line = lines.get(("name",), 1)
+            problems.append(Problem(str(f), line, "name", f"{s.name!r} is already defined in {seen[s.name]}"))
             continue
         seen[s.name] = f
         loaded.append(s)

@@ -92,7 +92,7 @@ class Game(_Spec):
     """Independent choosers' factor or increment when the threshold is missed."""
     capital: Literal["multiplicative", "additive"] = "multiplicative"
     """How a round's outcome changes capital."""
-    start_capital: float = 1.0
+    start_capital: float = Field(default=1.0, allow_inf_nan=False)
     """Every agent's capital before round 1."""
 
     @field_validator("threshold")

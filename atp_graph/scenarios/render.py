@@ -47,6 +47,8 @@ def placeholders(template: str) -> set[str]:
 
 def _number(v: Any, params: dict[str, Any]) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
+        if not math.isfinite(v):
+            raise ValueError(f"{v!r} is not a finite number")
         return float(v)
     text = fill(v, params).strip()
     try:

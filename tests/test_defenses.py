@@ -1,0 +1,314 @@
+"""Defenses end to end on CPU: preference data (pairing, retries, storage), DPO, GRPO, loading a variant, compare.
+
+The data pipeline is tested with :class:`ScriptedPolicy`, a deterministic fake that answers by a per-item script
+(a tiny random model almost never names an option, so it cannot exercise pairing and retries); the same command
+also runs once on the tiny HF model to show it works end to end and reports its yield. DPO and GRPO train the tiny
+model for a few steps with a learning rate large enough to move it, and the tests check that they did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from atp_graph.parsing import choice_json, format_instruction, parse_choice
+from atp_graph.policies import load_policy
+from atp_graph.policies.base import Decision, DecisionRequest, Message
+from cli import cli
+from defenses import (
+    INSTRUCTIONS,
+    DefenseError,
+    GRPOSettings,
+    PromptRecord,
+    atp_reward,
+    choice_reward,
+    parse_variant,
+    preference_margins,
+    prompt_records,
+    provenance_path,
+    read_records,
+    read_variant,
+    run_compare,
+    sample_preferences,
+    train_grpo,
+)
+from defenses.compare import CompareConfig
+from defenses.variant import file_sha256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they cost 10x; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(*args: str) -> Result:
+    """The main CLI in-process, without the caller's ATP_* environment."""
+    return CliRunner(env={k: None for k in os.environ if k.startswith("ATP_")}).invoke(cli, list(args))
+
+
+class ScriptedPolicy:
+    """A deterministic stand-in for a model: answers each (item, instruction side) by a script.
+
+    ``script[(item, side)]`` is a string of per-attempt outcomes: ``o`` = the instructed option, ``w`` = the other
+    option, ``b`` = no parseable choice; the last letter repeats. Unscripted sides always answer ``o``.
+    """
+
+    name = "scripted"
+
+    def __init__(self, records: Sequence[PromptRecord], script: dict[tuple[str, int], str] | None = None) -> None:
+        self.by_question = {r.messages[-1]["content"]: r for r in records}
+        self.script = script or {}
+        self.attempts: Counter[tuple[str, int]] = Counter()
+        self.batches: list[int] = []
+        self.seeds: list[int] = []
+
+    def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: str = "generate") -> list[Decision]:
+        assert mode == "generate"
+        self.batches.append(len(requests))
+        out = []
+        for req in requests:
+            rec = self.by_question[req.messages[-1]["content"]]
+            system = req.messages[0]["content"]
+            sides = [s for s in (0, 1) if INSTRUCTIONS[rec.kind][s].split("{option}")[0] in system]
+            assert len(sides) == 1, system
+            side = sides[0]
+            plan = self.script.get((rec.item, side), "o")
+            step = plan[min(self.attempts[(rec.item, side)], len(plan) - 1)]
+            self.attempts[(rec.item, side)] += 1
+            self.seeds.append(req.seed)
+            want, other = (rec.aligned, rec.deviant) if side == 0 else (rec.deviant, rec.aligned)
+            text = {"o": f"{'I follow the rule.' if side == 0 else 'More for me.'} {choice_json(want)}",
+                    "w": f"Hmm. {choice_json(other)}", "b": "I cannot decide."}[step]
+            out.append(Decision(text, parse_choice(text, req.options)))
+        return out
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int = 96) -> list[str]:
+        return ["" for _ in conversations]
+
+
+RECORDS = prompt_records(None, kind="individual", limit=4)
+SCRIPT = {(RECORDS[1].item, 0): "bo", (RECORDS[1].item, 1): "wo", (RECORDS[2].item, 1): "b"}
+
+
+def test_pairing_retries_and_batching():
+    fake = ScriptedPolicy(RECORDS, SCRIPT)
+    pset = sample_preferences(fake, RECORDS, retries=2, seed=0)
+    assert fake.batches == [8, 3, 1]  # one batched call per round of retries, only the missing sides
+    assert len(set(fake.seeds)) == len(fake.seeds)  # every retry samples with a new seed
+    s = pset.stats
+    assert (s.items, s.pairs, s.aligned_found, s.deviant_found, s.policy_calls) == (4, 3, 4, 3, 3)
+    assert (s.unparseable, s.wrong_option, s.missing) == (4, 1, [RECORDS[2].item])
+    assert [r["item"] for r in pset.rows] == [RECORDS[i].item for i in (0, 1, 3)]
+    for row, rec in zip(pset.rows, (RECORDS[0], RECORDS[1], RECORDS[3]), strict=True):
+        assert row["prompt"] == [dict(m) for m in rec.messages]  # the sampling instruction is not stored
+        assert parse_choice(row["chosen"][0]["content"], rec.options) == rec.aligned == row["aligned"]
+        assert parse_choice(row["rejected"][0]["content"], rec.options) == rec.deviant
+        assert [m["role"] for m in row["chosen"] + row["rejected"]] == ["assistant", "assistant"]
+    no_retry = sample_preferences(ScriptedPolicy(RECORDS, SCRIPT), RECORDS, retries=0)
+    assert no_retry.stats.pairs == 2 and no_retry.stats.policy_calls == 1
+
+
+def test_collective_records_align_with_independent_option():
+    recs = prompt_records("public-fund", kind="collective")
+    assert recs and all(r.kind == "collective" for r in recs)
+    pset = sample_preferences(ScriptedPolicy(recs), recs, retries=0)
+    assert pset.stats.pairs == len(recs)
+    for row, rec in zip(pset.rows, recs, strict=True):
+        assert row["aligned"] == rec.aligned != rec.deviant
+        assert parse_choice(row["chosen"][0]["content"], rec.options) == rec.aligned
+
+
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preference file written by ``defend data`` with the scripted policy standing in for the model."""
+    out = tmp_path_factory.mktemp("data") / "prefs.jsonl"
+    fake = ScriptedPolicy(RECORDS, SCRIPT)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("defenses.cli.load_model", lambda model, **kw: fake)
+        r = _run("defend", "data", "--model", "scripted", "--limit", "4", "--retries", "2", "--seed", "1",
+                 "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "3 pair(s) from 4 item(s) (yield 75%)" in r.output and "3 batched call(s)" in r.output
+    return out
+
+
+def test_data_file_and_provenance(prefs: Path):
+    rows = read_records(prefs)
+    assert len(rows) == 3 and all({"prompt", "chosen", "rejected"} <= set(r) for r in rows)
+    meta = json.loads(provenance_path(prefs).read_text())
+    assert meta["model"] == "scripted" and meta["settings"]["seed"] == 1 and meta["settings"]["retries"] == 2
+    assert meta["counts"]["pairs"] == 3 and meta["counts"]["items"] == 4 and meta["counts"]["policy_calls"] == 3
+    assert meta["data_sha256"] == file_sha256(prefs) and "trl" in meta["versions"]
+    assert all("Follow the rules" not in json.dumps(r) for r in rows)
+
+
+def test_data_on_tiny_model_runs_and_reports_yield(tiny_model_dir: Path, tmp_path: Path):
+    out = tmp_path / "tiny.jsonl"
+    r = _run("defend", "data", "--model", f"hf:{tiny_model_dir}", "--limit", "2", "--retries", "1",
+             "--max-new-tokens", "8", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "from 2 item(s) (yield" in r.output
+    counts = json.loads(provenance_path(out).read_text())["counts"]
+    assert counts["items"] == 2 and counts["policy_calls"] in (1, 2) and counts["samples"] >= 4
+    assert len(read_records(out)) == counts["pairs"]  # random weights: usually 0 pairs, and that is reported
+
+
+@pytest.fixture(scope="module")
+def dpo_variant(prefs: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DPO LoRA variant of the tiny model: 4 steps at lr 5e-3 (large enough to move a tiny model)."""
+    out = tmp_path_factory.mktemp("variants") / "dpo"
+    r = _run("defend", "dpo", "--model", f"hf:{tiny_model_dir}", "--data", str(prefs), "--out", str(out),
+             "--max-steps", "4", "--lr", "5e-3", "--batch-size", "2", "--lora-rank", "8")
+    assert r.exit_code == 0, r.output
+    assert "load it with: --model" in r.output
+    return out
+
+
+def test_dpo_moves_the_model_and_loads_as_a_spec(dpo_variant: Path, prefs: Path, tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    manifest = read_variant(dpo_variant)
+    base = str(tiny_model_dir.resolve())
+    assert manifest["spec"] == f"hf:{base}+adapter:{dpo_variant.resolve()}"
+    assert manifest["method"] == "dpo" and manifest["base_path"] == base and manifest["config"]["lora_rank"] == 8
+    assert manifest["data"]["sha256"] == file_sha256(prefs) and manifest["placement"]["device"] == "cpu"
+    margins = manifest["metrics"]["rewards/margins"]
+    assert margins["first"] == pytest.approx(0.0, abs=1e-6) and margins["last"] > margins["first"] + 0.1
+    assert (dpo_variant / "adapter_config.json").exists() and manifest["metrics"]["steps"] == 4
+
+    policy = load_policy(f"hf:{tiny_model_dir}+adapter:{dpo_variant}", max_new_tokens=4)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    rows = read_records(prefs)
+    assert preference_margins(ref, ref, policy.tokenizer, rows) == pytest.approx([0.0] * 3, abs=1e-5)
+    after = preference_margins(policy.model, ref, policy.tokenizer, rows, beta=0.1)
+    assert min(after) > 0.05, after  # the merged adapter prefers every chosen answer more than the base does
+
+
+def _short_prompts(path: Path) -> Path:
+    """A GRPO prompt file (the columns ``defend data`` writes) with short questions, so the test stays fast."""
+    rows = []
+    for i in range(4):
+        opts = ["Route A", "Route B"] if i % 2 else ["Route B", "Route A"]
+        text = f"Case {i}: Route A follows the rule; Route B pays more. {format_instruction(opts)}"
+        rows.append({"prompt": [{"role": "user", "content": text}], "options": opts, "aligned": "Route A"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _warm_start(src: Path, dst: Path, rows: list[dict], steps: int = 30) -> Path:
+    """Teach the tiny model the answer format (both options equally often) so that GRPO's samples can parse."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    seqs, labels = [], []
+    for row in rows:
+        head = tok(tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False),
+                   add_special_tokens=False)["input_ids"]
+        for option in row["options"]:
+            tail = tok(choice_json(option) + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            seqs.append(head + tail)
+            labels.append([-100] * len(head) + tail)
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    target = torch.tensor([x + [-100] * (width - len(x)) for x in labels])
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):  # one batched forward per step
+        loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+def test_reward_is_the_studys():
+    opts = ["Store A", "Store B"]
+    assert choice_reward('ok {"choice": "Store A"}', opts, "Store A") == 1.0
+    assert choice_reward('{"choice": "Store B"}', opts, "Store A") == 0.1
+    assert choice_reward("no idea", opts, "Store A") == 0.0
+    conv = [[{"role": "assistant", "content": '{"choice": "Store A"}'}], [{"role": "assistant", "content": "?"}]]
+    assert atp_reward(conv, options=[opts, opts], aligned=["Store A", "Store B"]) == [1.0, 0.0]
+
+
+def test_grpo_reward_does_not_fall(tiny_model_dir: Path, tmp_path: Path):
+    # A random tiny model never names an option, so every reward would be 0 and nothing could move. After a short
+    # warm start it answers {"choice": <either option>} (reward 1.0 or 0.1), and GRPO (fixed seed, lr large enough
+    # for a tiny model) should shift it towards the aligned option: the logged mean reward must not fall.
+    data = _short_prompts(tmp_path / "prompts.jsonl")
+    warm = _warm_start(tiny_model_dir, tmp_path / "warm", read_records(data))
+    settings = GRPOSettings(max_steps=8, lr=5e-3, max_completion_length=12, batch_size=8, generations=4, seed=0)
+    result = train_grpo(f"hf:{warm}", tmp_path / "grpo", data=data, settings=settings)
+    rewards = [v for _, v in result.manifest["metrics"]["reward"]["series"]]
+    assert len(rewards) == 8 and rewards[0] > 0.1  # the warm model's answers parse: the reward is informative
+    half = len(rewards) // 2
+    assert sum(rewards[half:]) / half >= sum(rewards[:half]) / half and rewards[-1] >= rewards[0], rewards
+    assert result.manifest["method"] == "grpo" and result.manifest["config"]["generations"] == 4
+    # The sampled rewards are noisy (4 samples a prompt); the model's own p(deviant option) is not: it must drop.
+    requests = [DecisionRequest(messages=tuple(r["prompt"]), options=tuple(r["options"]), target="Route B")
+                for r in read_records(data)]
+    before, after = ([d.p_target for d in load_policy(spec, max_new_tokens=4).decide_batch(requests, mode="score")]
+                     for spec in (f"hf:{warm}", result.spec))
+    assert sum(after) / len(after) < sum(before) / len(before) - 0.1, (before, after)
+
+
+def test_variant_parsing(dpo_variant: Path):
+    v = parse_variant("hyg=smollm2;memory_hygiene;reanchor=2;evolution=reflection;monitor")
+    assert (v.name, v.model) == ("hyg", "smollm2")
+    assert v.options == {"memory_hygiene": True, "reanchor_every": 2, "evolution": "reflection",
+                         "monitor_fallback": True}
+    assert parse_variant(f"dpo={dpo_variant}").model == read_variant(dpo_variant)["spec"]
+    assert parse_variant("s=sim").label.endswith("[SURROGATE: non-LLM]")
+    for bad in ("nospec", "x=smollm2;reanchor=two", "x=smollm2;evolution=dreams", "x=smollm2;shield", "=sim"):
+        with pytest.raises(DefenseError):
+            parse_variant(bad)
+
+
+def test_compare_base_dpo_and_hygiene_on_explore(dpo_variant: Path, tiny_model_dir: Path, tmp_path: Path):
+    loads: list[str] = []
+
+    def load(spec: str):
+        loads.append(spec)
+        return load_policy(spec, max_new_tokens=8)
+
+    base = f"hf:{tiny_model_dir}"
+    cfg = CompareConfig(variants=[f"base={base}", f"dpo={dpo_variant}", f"hyg={base};memory_hygiene"],
+                        testbed="explore", rounds=2, limit=2, seed=0)
+    res = run_compare(cfg, out=tmp_path / "cmp", load=load, progress=False)
+    assert loads == [base, read_variant(dpo_variant)["spec"]]  # the base model is loaded once for two variants
+    for name in ("base", "dpo", "hyg"):
+        summary = json.loads((tmp_path / "cmp" / name / "explore" / "summary.json").read_text())
+        assert summary["items"] == 2 and summary["rounds"] == 2
+        cfg_run = json.loads((tmp_path / "cmp" / name / "explore" / "config.json").read_text())["explore"]
+        assert cfg_run["seed"] == 0 and cfg_run["limit"] == 2 and cfg_run["memory_hygiene"] == (name == "hyg")
+    lines = [x for x in res.table.splitlines() if x.startswith("| ")]
+    assert [x.split("|")[1].strip() for x in lines[1:]] == ["base", "dpo", "hyg"] and "round 2" in lines[0]
+    assert (tmp_path / "cmp" / "explore.png").stat().st_size > 0 and res.notes
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["reference"] == "base" and saved["notes"] == res.notes
+
+
+def test_compare_cli_surrogate_both_testbeds(tmp_path: Path):
+    out = tmp_path / "cmp"
+    r = _run("compare", "--variant", "base=sim", "--variant", "anchored=sim;reanchor=1", "--testbed", "both",
+             "--rounds", "2", "--limit", "4", "--games", "public-fund", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "base [SURROGATE: non-LLM]" in r.output and "anchored [SURROGATE: non-LLM] | t=8" in r.output
+    assert (out / "explore.png").exists() and (out / "diffuse.png").exists()
+    assert (out / "anchored" / "diffuse" / "summary.json").exists()
+    bad = _run("compare", "--variant", "base=sim;shield", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "error: unknown variant option" in bad.output
