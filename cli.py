@@ -207,6 +207,7 @@ def explore(
     result = run_explore(cfg, policy=policy, out=out, resume=resume)
     click.echo("\n" + result.table)
     click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
+    _warn_invalid([e for e in result.events])
     click.echo(f"run folder: {result.path}")
 
 
@@ -339,7 +340,19 @@ def diffuse(
         else "n/a (no agent chose collective in a successful round)"
     )
     click.echo(f"re-adoption right after a successful round: {shown}")
+    _warn_invalid([e for e in result.events if not e["seeded"]])
     click.echo(f"run folder: {result.path}")
+
+
+def _warn_invalid(events: list[dict]) -> None:
+    """Say so when most answers named no valid option: the rates then measure formatting, not alignment."""
+    bad = sum(e["choice"] is None for e in events)
+    if events and bad / len(events) > 0.5:
+        click.echo(
+            f"warning: {bad / len(events):.0%} of answers named no valid option (counted as invalid / independent); "
+            "read 'response' in events.jsonl, try --decision score or a larger --max-new-tokens",
+            err=True,
+        )
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:

