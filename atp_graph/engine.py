@@ -91,10 +91,15 @@ def messages_hash(messages: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
 
 
+VERSIONED = ("atp-graph", "torch", "transformers", "langgraph", "langchain-core", "trl", "peft", "datasets",
+             "accelerate", "networkx")
+"""Packages whose versions shape results; recorded in every run config, dataset and variant manifest."""
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that shape results, for the resolved config."""
     out = {}
-    for pkg in ("atp-graph", "torch", "transformers", "langgraph", "langchain-core", "trl", "peft", "networkx"):
+    for pkg in VERSIONED:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -1,11 +1,12 @@
 """Time per training step of the defenses (DPO and GRPO, LoRA) on SmolLM2-135M-Instruct.
 
-    .venv/bin/python bench/defense_steps.py [--steps 2] [--completion-tokens 64] [--model smollm2] [--out FILE]
+    .venv/bin/python bench/defense_steps.py [--steps 2] [--completion-tokens 64] [--threads N] [--out FILE]
 
 The preference pairs are synthetic (the scenario prompts with short aligned/deviant answers), because this measures
 step time, not data quality; GRPO samples ``--completion-tokens`` tokens for each of its 4 generations. Prints one
-JSON object: seconds per optimizer step (trainer runtime / steps, the first step included) and wall time with model
-loading, per method.
+JSON object (the trainers also log to stdout: use ``--out`` for a clean file): seconds per optimizer step (trainer
+runtime / steps, the first step included) and wall time with model loading, per method. On a shared 2-core machine
+``--threads 1`` is several times faster than torch's default of 2 threads (oversubscription).
 """
 
 from __future__ import annotations
@@ -52,10 +53,14 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2", help="Base model spec (default smollm2).")
     ap.add_argument("--steps", type=int, default=2, help="Optimizer steps per method.")
     ap.add_argument("--completion-tokens", type=int, default=64, help="GRPO completion length.")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     ap.add_argument("--out", default=None, help="Also write the JSON here.")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     base, convert_s = timed(lambda: base_model_path(args.model))
     report: dict[str, Any] = {

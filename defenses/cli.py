@@ -60,7 +60,8 @@ def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> Any:
 
 
 def defense_errors(fn: F) -> F:
-    """Show a :class:`DefenseError` as one ``error:`` line and exit 2, like the other user errors."""
+    """Show a :class:`DefenseError` as one ``error:`` line and exit 2, like the other user errors; Ctrl-C exits
+    130 (these commands cannot resume, so no resume hint)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,6 +70,9 @@ def defense_errors(fn: F) -> F:
         except DefenseError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 

@@ -11,13 +11,13 @@ A trained variant is a folder with a LoRA adapter (or a whole model with ``full`
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from atp_graph.engine import versions as package_versions
 from atp_graph.policies.spec import ModelError, split_adapter
 
 if TYPE_CHECKING:
@@ -47,9 +47,6 @@ class DefenseError(ValueError):
     """A user-facing problem with defense inputs (empty or malformed data, a bad variant spec)."""
 
 
-_PACKAGES = ("atp-graph", "torch", "transformers", "trl", "peft", "datasets", "accelerate")
-
-
 @dataclass
 class TrainResult:
     """A finished training run."""
@@ -71,17 +68,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the data and the training."""
-    out = {}
-    for pkg in _PACKAGES:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def base_model_path(spec: str) -> str:

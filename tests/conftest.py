@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's spinning threads make
+# them 10x slower whenever another process is busy. Must be set before torch is imported; export it to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -312,3 +312,45 @@ def test_compare_cli_surrogate_both_testbeds(tmp_path: Path):
     assert (out / "anchored" / "diffuse" / "summary.json").exists()
     bad = _run("compare", "--variant", "base=sim;shield", "--out", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "error: unknown variant option" in bad.output
+
+
+def test_grpo_cli_from_scenarios_and_user_errors(tiny_model_dir: Path, tmp_path: Path):
+    out = tmp_path / "grpo"
+    r = _run("defend", "grpo", "--model", f"hf:{tiny_model_dir}", "--scenarios", "public-fund", "--kind",
+             "collective", "--limit", "1", "--max-steps", "1", "--max-completion-length", "4", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    manifest = read_variant(out)
+    assert manifest["data"]["records"] == 1 and manifest["data"]["sha256"] == file_sha256(out / "train_prompts.jsonl")
+    assert json.loads((out / "train_prompts.jsonl").read_text())["aligned"] == prompt_records(
+        "public-fund", kind="collective")[0].aligned
+    (tmp_path / "empty.jsonl").write_text("")
+    r = _run("defend", "dpo", "--model", f"hf:{tiny_model_dir}", "--data", str(tmp_path / "empty.jsonl"))
+    assert r.exit_code == 2 and "error:" in r.output and "no preference pairs" in r.output
+    r = _run("defend", "grpo", "--model", "sim", "--scenarios", "public-fund", "--kind", "collective")
+    assert r.exit_code == 2 and "cannot train 'sim'" in r.output
+    r = _run("defend", "grpo", "--model", f"hf:{tiny_model_dir}", "--generations", "3")
+    assert r.exit_code == 2 and "multiple of generations" in r.output
+
+
+def test_every_setting_is_a_documented_cli_option():
+    from defenses.cli import defend
+    from defenses.config import DataSettings, DPOSettings
+
+    for command, cls in (("data", DataSettings), ("dpo", DPOSettings), ("grpo", GRPOSettings)):
+        params = {p.name for p in defend.commands[command].params}
+        for name, info in cls.model_fields.items():
+            assert name in params, (command, name)
+            assert info.description, (cls.__name__, name)
+    assert (DPOSettings().lora_rank, DPOSettings().beta, DPOSettings().lr, DPOSettings().epochs) == (8, 0.1, 5e-6, 12)
+    g = GRPOSettings()
+    assert (g.lr, g.generations, g.beta, g.epochs) == (1e-6, 4, 0.04, 6)
+
+
+def test_full_fine_tune_writes_a_loadable_model(prefs: Path, tiny_model_dir: Path, tmp_path: Path):
+    from defenses import DPOSettings, train_dpo
+
+    result = train_dpo(f"hf:{tiny_model_dir}", prefs, tmp_path / "full",
+                       DPOSettings(full=True, max_steps=1, lr=1e-3, batch_size=2))
+    assert result.spec == f"hf:{(tmp_path / 'full').resolve()}" and result.manifest["adapter"] is None
+    assert (tmp_path / "full" / "config.json").exists() and not (tmp_path / "full" / "adapter_config.json").exists()
+    assert load_policy(result.spec, max_new_tokens=4).name == result.spec

@@ -6,10 +6,11 @@ each row from its own generator seeded by the request's seed, so an answer does 
 requests share its batch.
 
 Score mode reads the model's probability of each option instead of sampling an answer: the log-likelihood of
-the answer's continuation ``<option>"}`` after the assistant prefix ``{"choice": "``. Each conversation's
-prefix runs ONCE (one batched forward pass that keeps its KV cache); the cache is repeated for the two
-options, whose few tokens are then scored on top of it. The probability is averaged over the two option
-orders (``request.messages`` and ``request.swapped``) to cancel the model's position bias.
+the answer's continuation ``<option>"}`` after the assistant prefix ``{"choice": "``, averaged over the two
+option orders (``request.messages`` and ``request.swapped``) to cancel the model's position bias. No prefix
+token runs twice: the two orders differ only near the end, so each request's common start (its trunk) runs
+ONCE in a batched forward pass that keeps its KV cache; the cache is then gathered for one row per
+(order, option), and a second batched pass runs each order's remaining tokens plus the option's tokens.
 """
 
 from __future__ import annotations
@@ -239,11 +240,24 @@ class HFPolicy:
         )
         return list(self.tokenizer(text + suffix, add_special_tokens=False)["input_ids"])
 
-    def _groups(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices sorted by length (ties by position), cut into groups of at most ``batch_size``."""
+    def _groups(self, lengths: Sequence[int], weights: Sequence[int] | None = None) -> Iterator[list[int]]:
+        """Indices sorted by length (ties by position), cut into groups of at most ``batch_size`` rows.
+
+        With ``weights`` (rows each item expands to), a group holds at most ``2 * batch_size`` rows in all.
+        """
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        cap = self.batch_size if weights is None else 2 * self.batch_size
+        group: list[int] = []
+        used = 0
+        for i in order:
+            w = 1 if weights is None else weights[i]
+            if group and used + w > cap:
+                yield group
+                group, used = [], 0
+            group.append(i)
+            used += w
+        if group:
+            yield group
 
     @torch.inference_mode()
     def _generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int) -> list[str]:
@@ -282,20 +296,18 @@ class HFPolicy:
 
     def _score(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """Score mode: p(target) per request, averaged over option orders; choice sampled from it."""
-        convs = [(i, conv) for i, r in enumerate(requests) for conv in (r.messages, r.swapped) if conv]
-        prefixes = [self._render(conv, ANSWER_PREFIX, enable_thinking=False) for _, conv in convs]
-        options = [requests[i].options for i, _ in convs]
-        logps = self.option_logprobs(prefixes, options)
-        per_request: list[list[float]] = [[] for _ in requests]
-        for (i, _), (lp0, lp1) in zip(convs, logps, strict=True):
-            p = torch.softmax(torch.tensor([lp0, lp1], dtype=torch.float64), 0)
-            per_request[i].append(float(p[requests[i].options.index(requests[i].target)]))
+        prefixes = [
+            [self._render(conv, ANSWER_PREFIX, enable_thinking=False) for conv in (r.messages, r.swapped) if conv]
+            for r in requests
+        ]
+        logps = self.option_logprobs(prefixes, [r.options for r in requests])
         decisions = []
-        for r, ps in zip(requests, per_request, strict=True):
+        for r, pairs in zip(requests, logps, strict=True):
+            t = r.options.index(r.target)
+            ps = [float(torch.softmax(torch.tensor(pair, dtype=torch.float64), 0)[t]) for pair in pairs]
             p_target = sum(ps) / len(ps)
-            other = r.options[1 - r.options.index(r.target)]
             draw = torch.rand((), generator=torch.Generator().manual_seed(int(r.seed)), dtype=torch.float64)
-            choice = r.target if float(draw) < p_target else other
+            choice = r.target if float(draw) < p_target else r.options[1 - t]
             extra = {"p_target_original": ps[0], "argmax_is_target": float(p_target > 0.5)}
             if len(ps) > 1:
                 extra["p_target_swapped"] = ps[1]
@@ -304,43 +316,71 @@ class HFPolicy:
 
     @torch.inference_mode()
     def option_logprobs(
-        self, prefixes: Sequence[list[int]], options: Sequence[tuple[str, str]]
-    ) -> list[tuple[float, float]]:
-        """Total log-probability of each of two options' continuations after each prefix (token ids).
+        self, prefixes: Sequence[Sequence[list[int]]], options: Sequence[tuple[str, str]]
+    ) -> list[list[tuple[float, float]]]:
+        """Log-likelihood of each option's continuation after each of a request's prefixes (token ids).
 
-        Prefixes run once per length group with their KV cache kept; the cache is repeated for the two options.
+        ``prefixes[i]`` holds request ``i``'s prefixes (one per option order); the result holds one
+        ``(logp(options[i][0]), logp(options[i][1]))`` pair per prefix. Two forward passes per group: the
+        request's trunk (its prefixes' common start) runs once and keeps its KV cache; the cache is then
+        gathered for one row per (prefix, option), which runs the rest of the prefix plus the option's tokens.
         """
-        result: list[tuple[float, float]] = [(0.0, 0.0)] * len(prefixes)
-        for group in self._groups([len(p) for p in prefixes]):
-            ids, mask = _left_pad([prefixes[i] for i in group], self.pad_id, self.device)
+        trunks = [min(_common_length(ps), min(len(p) for p in ps) - 1) for ps in prefixes]
+        rows_per = [2 * len(ps) for ps in prefixes]
+        result: list[list[tuple[float, float]]] = [[] for _ in prefixes]
+        for group in self._groups(trunks, weights=rows_per):
+            trunk_ids, trunk_mask = _left_pad([prefixes[i][0][: trunks[i]] for i in group], self.pad_id, self.device)
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1
+                input_ids=trunk_ids,
+                attention_mask=trunk_mask,
+                position_ids=_positions(trunk_mask),
+                use_cache=True,
+                logits_to_keep=1,
             )
-            first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(2, dim=0)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            cache.batch_repeat_interleave(2)
-            conts = [self._continuation(o) for i in group for o in options[i]]
-            width = max(len(c) for c in conts)
-            cont = torch.tensor([c + [self.pad_id] * (width - len(c)) for c in conts], device=self.device)
-            cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts], device=self.device)
-            total = first.gather(-1, cont[:, :1]).squeeze(-1)
-            if width > 1:
-                full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cont_mask[:, :-1]], dim=1)
-                start = mask.sum(-1, keepdim=True).repeat_interleave(2, dim=0)
-                positions = start + torch.arange(width - 1, device=self.device)
-                rest = self.model(
-                    input_ids=cont[:, :-1],
-                    attention_mask=full_mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    **{self._cache_kw: cache},
-                )
-                logp = torch.log_softmax(rest.logits.float(), -1).gather(-1, cont[:, 1:, None]).squeeze(-1)
-                total = total + (logp * cont_mask[:, 1:]).sum(-1)
-            pairs = total.view(-1, 2).tolist()
-            for i, pair in zip(group, pairs, strict=True):
-                result[i] = (pair[0], pair[1])
+            owner, tails, conts = [], [], []
+            for j, i in enumerate(group):
+                for prefix in prefixes[i]:
+                    for option in options[i]:
+                        owner.append(j)
+                        tails.append(prefix[trunks[i] :])
+                        conts.append(self._continuation(option))
+            index = torch.tensor(owner, device=self.device)
+            cache.reorder_cache(index)  # gather: one copy of the trunk cache per row
+            width, cwidth = max(len(t) for t in tails), max(len(c) for c in conts)
+            ids = [
+                [self.pad_id] * (width - len(t)) + t + c + [self.pad_id] * (cwidth - len(c))
+                for t, c in zip(tails, conts, strict=True)
+            ]
+            mask = [
+                [0] * (width - len(t)) + [1] * (len(t) + len(c)) + [0] * (cwidth - len(c))
+                for t, c in zip(tails, conts, strict=True)
+            ]
+            row_mask = torch.tensor(mask, device=self.device)
+            positions = trunk_mask.sum(-1, keepdim=True)[index] + _positions(row_mask)
+            out = self.model(
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.cat([trunk_mask[index], row_mask], dim=1),
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=cwidth + 1,
+                **{self._cache_kw: cache},
+            )
+            # logits[:, k] is read at the token before cont[k]: the last tail token, then the option's own tokens
+            logp = torch.log_softmax(out.logits[:, :cwidth].float(), -1)
+            targets = torch.tensor([c + [0] * (cwidth - len(c)) for c in conts], device=self.device)
+            cont_mask = row_mask[:, width:]
+            totals = (logp.gather(-1, targets[:, :, None]).squeeze(-1) * cont_mask).sum(-1).tolist()
+            for row, j in enumerate(owner):
+                if row % 2 == 0:
+                    result[group[j]].append((totals[row], totals[row + 1]))
         return result
+
+
+def _common_length(seqs: Sequence[list[int]]) -> int:
+    """Length of the longest common start of token id lists."""
+    first, n = seqs[0], min(len(s) for s in seqs)
+    return next((k for k in range(n) if any(s[k] != first[k] for s in seqs[1:])), n)
 
 
 def _looks_local(source: str) -> bool:
