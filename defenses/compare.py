@@ -220,17 +220,23 @@ def _report(cfg: CompareConfig, variants: list[Variant], testbeds: list[str], su
             rows, pairs = {}, []
             for v in variants:
                 for cell, data in summaries[v.name]["diffuse"]["cells"].items():
-                    rows[f"{v.label} | {cell}"] = _rates(data["collective_rate"])
+                    rows[f"{v.label} · {cell}"] = _rates(data["collective_rate"])
                     if v is not ref:
-                        pairs.append((f"{v.label} | {cell}", f"{ref.label} | {cell}"))
+                        pairs.append((f"{v.label} · {cell}", f"{ref.label} · {cell}"))
             title, ylabel = "Imitative Strategy Diffusion — collective rate by round and threshold", "collective rate"
-        tables.append(rate_table(rows, first="variant", title=f"{title} — 95% Wilson intervals"))
+        first = "variant" if testbed == "explore" else "variant · cell"
+        tables.append(rate_table(rows, first=first, title=f"{title} — 95% Wilson intervals"))
         notes.extend(differences(rows, ref.label, [p for p in pairs if p[1] in rows]))
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
             plots[testbed] = str(plot_rates(path / f"{testbed}.png", rows, title=title, ylabel=ylabel))
     if not notes:
         notes.append(f"No difference from {ref.label} exceeds its 95% Wilson interval (all intervals overlap).")
+    for v in variants:
+        if v.surrogate and v.options:
+            notes.append(
+                f"{v.label}: runtime defenses act on LLM agents' prompts and memory; the surrogate ignores them"
+            )
     table = "\n".join(tables)
     summary = {
         "config": cfg.model_dump(), "reference": ref.name,
