@@ -307,7 +307,7 @@ def test_compare_cli_surrogate_both_testbeds(tmp_path: Path):
     r = _run("compare", "--variant", "base=sim", "--variant", "anchored=sim;reanchor=1", "--testbed", "both",
              "--rounds", "2", "--limit", "4", "--games", "public-fund", "--out", str(out))
     assert r.exit_code == 0, r.output
-    assert "base [SURROGATE: non-LLM]" in r.output and "anchored [SURROGATE: non-LLM] | t=8" in r.output
+    assert "base [SURROGATE: non-LLM]" in r.output and "anchored [SURROGATE: non-LLM] · t=8" in r.output
     assert (out / "explore.png").exists() and (out / "diffuse.png").exists()
     assert (out / "anchored" / "diffuse" / "summary.json").exists()
     bad = _run("compare", "--variant", "base=sim;shield", "--out", str(tmp_path / "bad"))
