@@ -13,7 +13,8 @@ import pytest
 from atp_graph.atp_import import detect_format, import_atp, slugify, study_reward_variants, write_scenarios
 from atp_graph.scenarios import collective_items, individual_items, load_scenarios
 
-DATA = Path(os.environ.get("ATP_REFERENCE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "atp-reference-data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "atp-reference-data"
+DATA = Path(os.environ.get("ATP_REFERENCE_DATA") or SHARED)
 STUDY_FILES = [
     "sa_llm_question_64.json",
     "sa_llm_question_160.json",
