@@ -140,7 +140,14 @@ def scenarios_import(file: str, out: str) -> None:
     "--evolution", type=click.Choice(["transcript", "reflection", "none"]), default="transcript", show_default=True
 )
 @click.option("--supervision", type=click.Choice(SUPERVISION), default=None, help="Default: all_unsupervised.")
-@click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)
+@click.option(
+    "--decision",
+    type=click.Choice(["auto", "generate", "score"]),
+    default="auto",
+    show_default=True,
+    help="generate: free text ending in JSON (the study); score: option log-likelihoods; auto: score for "
+    "the embedded smollm2 (too small to follow the answer format reliably), generate otherwise.",
+)
 @click.option("--history-window", type=int, default=None, help="Transcript rounds shown (default 5).")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -185,7 +192,7 @@ def explore(
             rounds=rounds,
             evolution=evolution,
             supervision=supervision,
-            decision=decision,
+            decision=_decision(decision, model),
             history_window=history_window,
             seed=seed,
             memory_hygiene=memory_hygiene,
@@ -243,7 +250,14 @@ def explore(
 @click.option(
     "--evolution", type=click.Choice(["transcript", "reflection", "none"]), default="transcript", show_default=True
 )
-@click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)
+@click.option(
+    "--decision",
+    type=click.Choice(["auto", "generate", "score"]),
+    default="auto",
+    show_default=True,
+    help="generate: free text ending in JSON (the study); score: option log-likelihoods; auto: score for "
+    "the embedded smollm2 (too small to follow the answer format reliably), generate otherwise.",
+)
 @click.option("--thresholds", default=None, help="Sweep thresholds, comma-separated (counts or fractions).")
 @click.option(
     "--rewards", default=None, help="Sweep reward triples success/independent/collective, e.g. 1.2/1/0.8,1.5/1/0.5"
@@ -307,7 +321,7 @@ def diffuse(
             scope=scope,
             peer_view=peer_view,
             evolution=evolution,
-            decision=decision,
+            decision=_decision(decision, model),
             seed_deviants=seed_deviants,
             placement=placement,
             seed=seed,
@@ -342,6 +356,13 @@ def diffuse(
     click.echo(f"re-adoption right after a successful round: {shown}")
     _warn_invalid([e for e in result.events if not e["seeded"]])
     click.echo(f"run folder: {result.path}")
+
+
+def _decision(decision: str, model: str) -> str:
+    """Resolve ``--decision auto``."""
+    if decision != "auto":
+        return decision
+    return "score" if model == "smollm2" else "generate"
 
 
 def _warn_invalid(events: list[dict]) -> None:

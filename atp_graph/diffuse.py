@@ -368,6 +368,11 @@ def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bo
         if not e["seeded"]:
             cells.setdefault(_cell(e["threshold"], e["rewards"]), [[] for _ in range(rounds)])[e["round"] - 1].append(e)
     rates = {c: [wilson(sum(x["collective"] for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
+    expected = {  # score mode and the surrogate: the mean p(collective) as an expected rate
+        c: [wilson(sum(x["p_collective"] for x in rs), len(rs)) for rs in per]
+        for c, per in cells.items()
+        if all(x["p_collective"] is not None for rs in per for x in rs)
+    }
     # re-adoption: chose collective in a successful round r -> chose collective again in r+1
     last: dict[tuple, dict] = {}
     re_k = re_n = 0
@@ -384,8 +389,9 @@ def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bo
             f[e["node"]] = e["round"] if e["collective"] else f.get(e["node"])
     label = SURROGATE_LABEL if surrogate else cfg.model
     graph_desc = cfg.graph or f"{cfg.topology}, {cfg.agents} agents"
+    rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
     table = rate_table(
-        rates,
+        rows,
         first="cell",
         title=f"Imitative Strategy Diffusion — {label} — {graph_desc}, scope {cfg.scope} — "
         f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
@@ -401,6 +407,7 @@ def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bo
                 "collective_rate": [r.as_dict() for r in rs],
                 "tipping_round": tipping_round([r.value for r in rs]),
                 "final_adoption": rs[-1].value,
+                "mean_p_collective": [r.as_dict() for r in expected[c]] if c in expected else None,
             }
             for c, rs in rates.items()
         },

@@ -81,7 +81,7 @@ def main() -> None:
     policy = build_policy(args.model, device=args.device, dtype=args.dtype, new_tokens=args.new_tokens,
                           batch_size=args.batch_size, compile_=False)
     model, cfg = policy.model, policy._gen_config
-    cfg.min_new_tokens = args.new_tokens  # identical work per decision on every path
+    cfg.min_new_tokens = cfg.max_new_tokens = args.new_tokens  # identical work per decision on every path
     cfg.do_sample = False
     policy.do_sample = False
     vocab = min(model.config.vocab_size, len(policy.tokenizer))
@@ -97,8 +97,9 @@ def main() -> None:
                 ids = torch.tensor([p], device=dev)
                 model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
 
-        policy._generate(prompts[:2], [0, 1], 4)  # warm-up
+        policy._generate(prompts[:2], [0, 1], args.new_tokens)  # warm-up
         rows.append(("original: generate per decision, batch 1", nb, timed(original)))
+        print(f"original: {nb / rows[-1][2]:.3f} decisions/s", flush=True)
         rows.append((f"atp-graph: one batched round of {args.agents}", args.agents,
                      timed(lambda: policy._generate(prompts, list(range(args.agents)), args.new_tokens))))
         if args.compile:
@@ -109,8 +110,9 @@ def main() -> None:
             rows.append(("atp-graph: batched + static cache + compile", args.agents,
                          timed(lambda: fast._generate(prompts, list(range(args.agents)), args.new_tokens))))
     if args.mode in ("all", "score"):
-        options = [("Store A", "Store B")] * (2 * args.agents)  # both option orders per agent
-        prefixes = prompts + [p[::-1] for p in prompts]
+        options = [("Store A", "Store B")] * args.agents
+        # both option orders per agent: the swapped prompt differs only in its last tokens (the answer format line)
+        prefixes = [[p, p[:-24] + p[-24:][::-1]] for p in prompts]
         policy.option_logprobs(prefixes[:2], options[:2])
         rows.append((f"atp-graph: score mode, {args.agents} agents x 2 orders", args.agents,
                      timed(lambda: policy.option_logprobs(prefixes, options))))
