@@ -20,10 +20,25 @@ import time
 import torch
 
 ARCHS = {  # random-weight shapes of named models (config fields of transformers' Qwen3Config / LlamaConfig)
-    "Qwen3-8B": dict(arch="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936),
-    "Llama-3.1-8B": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+    "Qwen3-8B": dict(
+        arch="qwen3",
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+    ),
+    "Llama-3.1-8B": dict(
+        arch="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
 }
 
 
@@ -78,8 +93,14 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    policy = build_policy(args.model, device=args.device, dtype=args.dtype, new_tokens=args.new_tokens,
-                          batch_size=args.batch_size, compile_=False)
+    policy = build_policy(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        new_tokens=args.new_tokens,
+        batch_size=args.batch_size,
+        compile_=False,
+    )
     model, cfg = policy.model, policy._gen_config
     cfg.min_new_tokens = cfg.max_new_tokens = args.new_tokens  # identical work per decision on every path
     cfg.do_sample = False
@@ -100,26 +121,59 @@ def main() -> None:
         policy._generate(prompts[:2], [0, 1], args.new_tokens)  # warm-up
         rows.append(("original: generate per decision, batch 1", nb, timed(original)))
         print(f"original: {nb / rows[-1][2]:.3f} decisions/s", flush=True)
-        rows.append((f"atp-graph: one batched round of {args.agents}", args.agents,
-                     timed(lambda: policy._generate(prompts, list(range(args.agents)), args.new_tokens))))
+        rows.append(
+            (
+                f"atp-graph: one batched round of {args.agents}",
+                args.agents,
+                timed(lambda: policy._generate(prompts, list(range(args.agents)), args.new_tokens)),
+            )
+        )
+        cfg.min_new_tokens = 1  # what every path pays before decoding: reading the prompts
+        rows.append(
+            (
+                "floor: batched prompt prefill + 1 token",
+                args.agents,
+                timed(lambda: policy._generate(prompts, list(range(args.agents)), 1)),
+            )
+        )
+        cfg.min_new_tokens = args.new_tokens
         if args.compile:
-            fast = type(policy)(model, policy.tokenizer, name=policy.name, max_new_tokens=args.new_tokens,
-                                batch_size=args.batch_size, compile=True, do_sample=False)
+            fast = type(policy)(
+                model,
+                policy.tokenizer,
+                name=policy.name,
+                max_new_tokens=args.new_tokens,
+                batch_size=args.batch_size,
+                compile=True,
+                do_sample=False,
+            )
             fast._gen_config.min_new_tokens = args.new_tokens
             fast._generate(prompts, list(range(args.agents)), args.new_tokens)  # compile warm-up
-            rows.append(("atp-graph: batched + static cache + compile", args.agents,
-                         timed(lambda: fast._generate(prompts, list(range(args.agents)), args.new_tokens))))
+            rows.append(
+                (
+                    "atp-graph: batched + static cache + compile",
+                    args.agents,
+                    timed(lambda: fast._generate(prompts, list(range(args.agents)), args.new_tokens)),
+                )
+            )
     if args.mode in ("all", "score"):
         options = [("Store A", "Store B")] * args.agents
         # both option orders per agent: the swapped prompt differs only in its last tokens (the answer format line)
         prefixes = [[p, p[:-24] + p[-24:][::-1]] for p in prompts]
         policy.option_logprobs(prefixes[:2], options[:2])
-        rows.append((f"atp-graph: score mode, {args.agents} agents x 2 orders", args.agents,
-                     timed(lambda: policy.option_logprobs(prefixes, options))))
+        rows.append(
+            (
+                f"atp-graph: score mode, {args.agents} agents x 2 orders",
+                args.agents,
+                timed(lambda: policy.option_logprobs(prefixes, options)),
+            )
+        )
 
     device = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"model {args.model} on {device}; {args.agents} agents, ~{args.prompt_tokens}-token prompts, "
-          f"{args.new_tokens} new tokens")
+    print(
+        f"model {args.model} on {device}; {args.agents} agents, ~{args.prompt_tokens}-token prompts, "
+        f"{args.new_tokens} new tokens"
+    )
     base = rows[0][1] / rows[0][2] if rows else 1.0
     print(f"{'path':<48} {'decisions':>9} {'seconds':>9} {'decisions/s':>12} {'x original':>11}")
     for name, n, secs in rows:

@@ -31,11 +31,15 @@ def synthetic_pairs(path: Path, n: int) -> Path:
     """``n`` preference rows over real scenario prompts, with short answers of the usual shape."""
     rows = []
     for rec in prompt_records(None, kind="individual", limit=n):
-        rows.append({
-            "prompt": [dict(m) for m in rec.messages], "options": list(rec.options), "aligned": rec.aligned,
-            "chosen": [{"role": "assistant", "content": f"The rule comes first. {choice_json(rec.aligned)}"}],
-            "rejected": [{"role": "assistant", "content": f"It pays more. {choice_json(rec.deviant)}"}],
-        })
+        rows.append(
+            {
+                "prompt": [dict(m) for m in rec.messages],
+                "options": list(rec.options),
+                "aligned": rec.aligned,
+                "chosen": [{"role": "assistant", "content": f"The rule comes first. {choice_json(rec.aligned)}"}],
+                "rejected": [{"role": "assistant", "content": f"It pays more. {choice_json(rec.deviant)}"}],
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -64,22 +68,34 @@ def main() -> None:
 
     base, convert_s = timed(lambda: base_model_path(args.model))
     report: dict[str, Any] = {
-        "model": args.model, "base_path": base, "base_prepare_s": round(convert_s, 2),
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(), "load_average": os.getloadavg(), "steps": args.steps,
+        "model": args.model,
+        "base_path": base,
+        "base_prepare_s": round(convert_s, 2),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "steps": args.steps,
     }
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_pairs(Path(tmp) / "pairs.jsonl", n=max(2, args.steps))
-        dpo, dpo_wall = timed(lambda: train_dpo(args.model, data, Path(tmp) / "dpo",
-                                                DPOSettings(max_steps=args.steps, batch_size=1)))
+        dpo, dpo_wall = timed(
+            lambda: train_dpo(args.model, data, Path(tmp) / "dpo", DPOSettings(max_steps=args.steps, batch_size=1))
+        )
         grpo_cfg = GRPOSettings(max_steps=args.steps, max_completion_length=args.completion_tokens)
         grpo, grpo_wall = timed(lambda: train_grpo(args.model, Path(tmp) / "grpo", data=data, settings=grpo_cfg))
-    for name, result, wall, extra in (("dpo", dpo, dpo_wall, {"batch_size": 1}),
-                                      ("grpo", grpo, grpo_wall, {"generations": 4,
-                                                                 "completion_tokens": args.completion_tokens})):
+    for name, result, wall, extra in (
+        ("dpo", dpo, dpo_wall, {"batch_size": 1}),
+        ("grpo", grpo, grpo_wall, {"generations": 4, "completion_tokens": args.completion_tokens}),
+    ):
         m = result.manifest["metrics"]
-        report[name] = {"seconds_per_step": round(m["seconds_per_step"], 2), "steps": m["steps"],
-                        "wall_s_with_loading": round(wall, 1), "lora_rank": 8, **extra}
+        report[name] = {
+            "seconds_per_step": round(m["seconds_per_step"], 2),
+            "steps": m["steps"],
+            "wall_s_with_loading": round(wall, 1),
+            "lora_rank": 8,
+            **extra,
+        }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -43,15 +43,21 @@ def main() -> None:
             code = CHILD.format(root=root, n=n, rounds=args.rounds, out=f"{tmp}/run{n}")
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
             rows.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
-    print("SURROGATE (non-LLM) policy: python cli.py diffuse --model sim --topology small-world "
-          f"--rounds {args.rounds} --agents N")
-    print(f"{'agents':>8} {'total s':>9} {'run s':>8} {'import s':>9} {'peak MB':>8} {'us/agent-round':>15} "
-          f"{'x time vs first':>16} {'x agents':>9}")
+    print(
+        "SURROGATE (non-LLM) policy: python cli.py diffuse --model sim --topology small-world "
+        f"--rounds {args.rounds} --agents N"
+    )
+    print(
+        f"{'agents':>8} {'total s':>9} {'run s':>8} {'import s':>9} {'peak MB':>8} {'us/agent-round':>15} "
+        f"{'x time vs first':>16} {'x agents':>9}"
+    )
     base_n, base = rows[0]
     for n, r in rows:
         per = r["run_s"] / (n * args.rounds) * 1e6
-        print(f"{n:>8} {r['total_s']:>9.2f} {r['run_s']:>8.2f} {r['import_s']:>9.2f} {r['peak_mb']:>8.0f} "
-              f"{per:>15.1f} {r['run_s'] / base['run_s']:>16.1f} {n / base_n:>9.0f}")
+        print(
+            f"{n:>8} {r['total_s']:>9.2f} {r['run_s']:>8.2f} {r['import_s']:>9.2f} {r['peak_mb']:>8.0f} "
+            f"{per:>15.1f} {r['run_s'] / base['run_s']:>16.1f} {n / base_n:>9.0f}"
+        )
 
 
 if __name__ == "__main__":

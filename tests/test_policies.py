@@ -117,14 +117,15 @@ def test_score_matches_brute_force(
 ) -> None:
     policy = HFPolicy.from_pretrained(tiny_model_dir if arch == "llama" else tiny_qwen3_dir, batch_size=3)
     shapes: list[tuple[int, ...]] = []
-    forward = policy.model.forward
-    monkeypatch.setattr(policy.model, "forward", lambda **kw: shapes.append(kw["input_ids"].shape) or forward(**kw))
+    base = policy.model.get_decoder()
+    forward = base.forward
+    monkeypatch.setattr(base, "forward", lambda **kw: shapes.append(kw["input_ids"].shape) or forward(**kw))
     decisions = policy.decide_batch(MIXED, mode="score")
-    trunk, branch = shapes[0::2], shapes[1::2]  # two passes per group: trunks, then (order, option) rows
-    assert len(trunk) == len(branch) > 1 and all(b[0] <= 2 * 3 for b in branch)  # batch_size 3: <= 6 rows
-    assert sum(t[0] for t in trunk) == len(MIXED)  # each request's shared start runs once
-    assert sum(b[0] for b in branch) == sum(4 if r.swapped else 2 for r in MIXED)
-    assert sum(b[1] for b in branch) < sum(t[1] for t in trunk) / 3  # only the tails run per order
+    # one forward pass per group, one row per request (both orders and both options packed in a tree)
+    assert len(shapes) > 1 and all(rows <= 3 for rows, _ in shapes)  # batch_size 3
+    assert sum(rows for rows, _ in shapes) == len(MIXED)
+    longest_pair = max(2 * len(policy._render(r.messages, ANSWER_PREFIX)) for r in MIXED if r.swapped)
+    assert max(width for _, width in shapes) < longest_pair  # the shared start is not repeated per order
     for req, dec in zip(MIXED, decisions, strict=True):
         expected = brute_force_p(policy, req)
         assert dec.p_target == pytest.approx(sum(expected) / len(expected), abs=1e-4)

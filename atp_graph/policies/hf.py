@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -326,55 +327,90 @@ class HFPolicy:
         gathered for one row per (prefix, option), which runs the rest of the prefix plus the option's tokens.
         """
         trunks = [min(_common_length(ps), min(len(p) for p in ps) - 1) for ps in prefixes]
-        rows_per = [2 * len(ps) for ps in prefixes]
         result: list[list[tuple[float, float]]] = [[] for _ in prefixes]
-        for group in self._groups(trunks, weights=rows_per):
-            trunk_ids, trunk_mask = _left_pad([prefixes[i][0][: trunks[i]] for i in group], self.pad_id, self.device)
-            out = self.model(
-                input_ids=trunk_ids,
-                attention_mask=trunk_mask,
-                position_ids=_positions(trunk_mask),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            owner, tails, conts = [], [], []
-            for j, i in enumerate(group):
-                for prefix in prefixes[i]:
-                    for option in options[i]:
-                        owner.append(j)
-                        tails.append(prefix[trunks[i] :])
-                        conts.append(self._continuation(option))
-            index = torch.tensor(owner, device=self.device)
-            cache.reorder_cache(index)  # gather: one copy of the trunk cache per row
-            width, cwidth = max(len(t) for t in tails), max(len(c) for c in conts)
-            ids = [
-                [self.pad_id] * (width - len(t)) + t + c + [self.pad_id] * (cwidth - len(c))
-                for t, c in zip(tails, conts, strict=True)
-            ]
-            mask = [
-                [0] * (width - len(t)) + [1] * (len(t) + len(c)) + [0] * (cwidth - len(c))
-                for t, c in zip(tails, conts, strict=True)
-            ]
-            row_mask = torch.tensor(mask, device=self.device)
-            positions = trunk_mask.sum(-1, keepdim=True)[index] + _positions(row_mask)
-            out = self.model(
-                input_ids=torch.tensor(ids, device=self.device),
-                attention_mask=torch.cat([trunk_mask[index], row_mask], dim=1),
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=cwidth + 1,
-                **{self._cache_kw: cache},
-            )
-            # logits[:, k] is read at the token before cont[k]: the last tail token, then the option's own tokens
-            logp = torch.log_softmax(out.logits[:, :cwidth].float(), -1)
-            targets = torch.tensor([c + [0] * (cwidth - len(c)) for c in conts], device=self.device)
-            cont_mask = row_mask[:, width:]
-            totals = (logp.gather(-1, targets[:, :, None]).squeeze(-1) * cont_mask).sum(-1).tolist()
-            for row, j in enumerate(owner):
-                if row % 2 == 0:
-                    result[group[j]].append((totals[row], totals[row + 1]))
+        trees = [
+            _Tree.build(ps, trunks[i], [self._continuation(o) for o in options[i]]) for i, ps in enumerate(prefixes)
+        ]
+        base, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        for group in self._groups([len(t.ids) for t in trees]):
+            width = max(len(trees[i].ids) for i in group)
+            ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+            pos = torch.zeros((len(group), width), dtype=torch.long)
+            allowed = torch.eye(width, dtype=torch.bool).repeat(len(group), 1, 1)  # pads see only themselves
+            for row, i in enumerate(group):
+                t, off = trees[i], width - len(trees[i].ids)
+                ids[row, off:] = torch.tensor(t.ids)
+                pos[row, off:] = torch.tensor(t.positions)
+                allowed[row, off:, off:] = t.mask()
+            hidden = base(
+                input_ids=ids.to(self.device),
+                position_ids=pos.to(self.device),
+                attention_mask=allowed[:, None].to(self.device),
+                use_cache=False,
+            ).last_hidden_state
+            for row, i in enumerate(group):
+                t, off = trees[i], width - len(trees[i].ids)
+                reads = torch.tensor([off + r for r in t.reads], device=self.device)
+                logp = torch.log_softmax(head(hidden[row, reads]).float(), -1)
+                picked = logp.gather(-1, torch.tensor(t.targets, device=self.device)[:, None]).squeeze(-1)
+                totals = [float(picked[a:b].sum()) for a, b in t.spans]
+                result[i] = [(totals[k], totals[k + 1]) for k in range(0, len(totals), 2)]
         return result
+
+
+@dataclass
+class _Tree:
+    """One request packed into one row: the shared trunk once, then for each prefix its tail followed by both
+    options' tokens, each branch seeing only its ancestors (a tree attention mask). One forward pass scores all."""
+
+    ids: list[int]
+    positions: list[int]
+    segment: list[int]
+    parents: list[int]  # parent segment of each segment (-1 for the trunk)
+    reads: list[int]  # row index whose output predicts each option token
+    targets: list[int]  # the option token predicted there
+    spans: list[tuple[int, int]]  # per (prefix, option): its slice of reads/targets
+
+    @classmethod
+    def build(cls, prefixes: Sequence[list[int]], trunk: int, conts: Sequence[list[int]]) -> _Tree:
+        ids, positions, segment, parents = list(prefixes[0][:trunk]), list(range(trunk)), [0] * trunk, [-1]
+        reads: list[int] = []
+        targets: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for prefix in prefixes:
+            tail = prefix[trunk:]
+            parents.append(0)
+            tail_seg = len(parents) - 1
+            ids += tail
+            positions += range(trunk, trunk + len(tail))
+            segment += [tail_seg] * len(tail)
+            last_tail = len(ids) - 1
+            for cont in conts:
+                parents.append(tail_seg)
+                seg = len(parents) - 1
+                start = len(reads)
+                for k, tok in enumerate(cont):
+                    reads.append(last_tail if k == 0 else len(ids) - 1)
+                    targets.append(tok)
+                    if k < len(cont) - 1:  # the last option token is only predicted, never read from
+                        ids.append(tok)
+                        positions.append(len(prefix) + k)
+                        segment.append(seg)
+                spans.append((start, len(reads)))
+        return cls(ids, positions, segment, parents, reads, targets, spans)
+
+    def mask(self) -> torch.Tensor:
+        """``[q, kv]`` True where token q may attend to token kv: kv is earlier and on q's branch."""
+        n_seg = len(self.parents)
+        anc = torch.zeros((n_seg, n_seg), dtype=torch.bool)
+        for s in range(n_seg):
+            a = s
+            while a != -1:
+                anc[s, a] = True
+                a = self.parents[a]
+        seg = torch.tensor(self.segment)
+        causal = torch.ones((len(seg), len(seg)), dtype=torch.bool).tril()
+        return causal & anc[seg][:, seg]
 
 
 def _common_length(seqs: Sequence[list[int]]) -> int:
