@@ -393,7 +393,8 @@ def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bo
     table = rate_table(
         rows,
         first="cell",
-        title=f"Imitative Strategy Diffusion — {label} — {graph_desc}, scope {cfg.scope} — "
+        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {cfg.decision} mode'} — "
+        f"{graph_desc}, scope {cfg.scope} — "
         f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
     )
     summary = {

@@ -182,7 +182,9 @@ class _SurrogateBackend:
         self.sim.load_state_dict(state["surrogate"])
 
 
-def summarize(events: list[dict[str, Any]], *, rounds: int, surrogate: bool, model: str) -> tuple[dict, str]:
+def summarize(
+    events: list[dict[str, Any]], *, rounds: int, surrogate: bool, model: str, decision: str = "generate"
+) -> tuple[dict, str]:
     """Per-round violation, invalid and (score mode / surrogate) expected violation rates, and the table."""
     viol = by_round(events, field="outcome", positive=VIOLATE, rounds=rounds)
     inval = by_round(events, field="outcome", positive=INVALID, rounds=rounds)
@@ -191,7 +193,8 @@ def summarize(events: list[dict[str, Any]], *, rounds: int, surrogate: bool, mod
     if any(r.n for r in pv):
         rows["mean p(violate)"] = pv
     label = SURROGATE_LABEL if surrogate else model
-    table = rate_table(rows, first="metric", title=f"Self-Interested Exploration — {label} — 95% Wilson intervals")
+    how = "" if surrogate else f", {decision} mode"
+    table = rate_table(rows, first="metric", title=f"Self-Interested Exploration — {label}{how} — 95% Wilson intervals")
     summary = {
         "model": label,
         "surrogate": surrogate,
@@ -257,7 +260,7 @@ def run_explore(
         postfix=postfix,
     )
     events = previous + new
-    summary, table = summarize(events, rounds=rounds, surrogate=surrogate, model=cfg.model)
+    summary, table = summarize(events, rounds=rounds, surrogate=surrogate, model=cfg.model, decision=cfg.decision)
     summary.update({"supervision_pattern": pattern, "evolution": cfg.evolution, "decision": cfg.decision})
     if rundir is not None:
         rundir.write_json("summary.json", summary)
