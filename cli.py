@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from atp_graph.cli_support import default_out, friendly, load_model, model_options
+from atp_graph.cli_support import agent_options, default_out, friendly, load_model, model_options
 
 SUPERVISION = [
     "all_unsupervised",
@@ -135,24 +135,12 @@ def scenarios_import(file: str, out: str) -> None:
     "--scenarios", "scenarios_", default=None, help="Scenario file, folder or name (default: all individual)."
 )
 @model_options
+@agent_options
 @click.option("--rounds", type=int, default=None, help="Rounds (default: the scenarios', 6).")
-@click.option(
-    "--evolution", type=click.Choice(["transcript", "reflection", "none"]), default="transcript", show_default=True
-)
 @click.option("--supervision", type=click.Choice(SUPERVISION), default=None, help="Default: all_unsupervised.")
-@click.option(
-    "--decision",
-    type=click.Choice(["auto", "generate", "score"]),
-    default="auto",
-    show_default=True,
-    help="generate: free text ending in JSON (the study); score: option log-likelihoods; auto: score for "
-    "the embedded smollm2 (too small to follow the answer format reliably), generate otherwise.",
-)
 @click.option("--history-window", type=int, default=None, help="Transcript rounds shown (default 5).")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--memory-hygiene", is_flag=True, help="Defense: refuse lessons that endorse rule-breaking.")
-@click.option("--reanchor-every", type=int, default=0, help="Defense: restate the rule every k rounds.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/explore-<time>).")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run.")
 @friendly
@@ -167,16 +155,13 @@ def explore(
     compile_,
     trust_remote_code,
     rounds,
-    evolution,
     supervision,
-    decision,
     history_window,
     limit,
     seed,
-    memory_hygiene,
-    reanchor_every,
     out,
     resume,
+    agent,
 ) -> None:
     """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
     from atp_graph.explore import ExploreConfig, run_explore
@@ -190,14 +175,11 @@ def explore(
             scenarios=scenarios_,
             model=model,
             rounds=rounds,
-            evolution=evolution,
             supervision=supervision,
-            decision=_decision(decision, model),
             history_window=history_window,
             seed=seed,
-            memory_hygiene=memory_hygiene,
-            reanchor_every=reanchor_every,
             limit=limit,
+            **agent,
         )
         out = out or str(default_out("explore"))
     policy = load_model(
@@ -227,6 +209,7 @@ def explore(
     help="Collective scenario file, folder or name (default: public-fund; --paper-grid: all 7).",
 )
 @model_options
+@agent_options
 @click.option(
     "--topology",
     type=click.Choice(["complete", "small-world", "scale-free", "ring", "grid", "random", "star"]),
@@ -247,17 +230,6 @@ def explore(
 @click.option("--rounds", type=int, default=4, show_default=True)
 @click.option("--scope", type=click.Choice(["global", "local"]), default="global", show_default=True)
 @click.option("--peer-view", type=click.Choice(["final_only", "full"]), default="final_only", show_default=True)
-@click.option(
-    "--evolution", type=click.Choice(["transcript", "reflection", "none"]), default="transcript", show_default=True
-)
-@click.option(
-    "--decision",
-    type=click.Choice(["auto", "generate", "score"]),
-    default="auto",
-    show_default=True,
-    help="generate: free text ending in JSON (the study); score: option log-likelihoods; auto: score for "
-    "the embedded smollm2 (too small to follow the answer format reliably), generate otherwise.",
-)
 @click.option("--thresholds", default=None, help="Sweep thresholds, comma-separated (counts or fractions).")
 @click.option(
     "--rewards", default=None, help="Sweep reward triples success/independent/collective, e.g. 1.2/1/0.8,1.5/1/0.5"
@@ -290,8 +262,6 @@ def diffuse(
     rounds,
     scope,
     peer_view,
-    evolution,
-    decision,
     thresholds,
     rewards,
     seed_deviants,
@@ -300,6 +270,7 @@ def diffuse(
     seed,
     out,
     resume,
+    agent,
 ) -> None:
     """Imitative Strategy Diffusion on a social graph; collective (deviant) adoption per round."""
     from atp_graph.diffuse import PAPER_GRID, DiffuseConfig, run_diffuse
@@ -320,13 +291,12 @@ def diffuse(
             rounds=rounds,
             scope=scope,
             peer_view=peer_view,
-            evolution=evolution,
-            decision=_decision(decision, model),
             seed_deviants=seed_deviants,
             placement=placement,
             seed=seed,
             thresholds=_floats(thresholds, "--thresholds"),
             rewards=_triples(rewards),
+            **agent,
         )
         if paper_grid:
             fields.update(PAPER_GRID, scenarios=scenarios_)
@@ -356,13 +326,6 @@ def diffuse(
     click.echo(f"re-adoption right after a successful round: {shown}")
     _warn_invalid([e for e in result.events if not e["seeded"]])
     click.echo(f"run folder: {result.path}")
-
-
-def _decision(decision: str, model: str) -> str:
-    """Resolve ``--decision auto``."""
-    if decision != "auto":
-        return decision
-    return "score" if model == "smollm2" else "generate"
 
 
 def _warn_invalid(events: list[dict]) -> None:

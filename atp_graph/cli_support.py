@@ -82,6 +82,65 @@ def model_options(fn: F) -> F:
     return fn
 
 
+def resolve_decision(decision: str, model: str) -> str:
+    """``auto`` = ``score`` for the embedded smollm2 (too small to follow the answer format), else ``generate``."""
+    if decision != "auto":
+        return decision
+    return "score" if model == "smollm2" else "generate"
+
+
+def agent_options(fn: F) -> F:
+    """How agents evolve and decide, and the runtime defenses; the command receives them as ``agent``, a dict of
+    config fields (with ``--decision auto`` already resolved for the ``model`` option)."""
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        evolution: str,
+        decision: str,
+        memory_hygiene: bool,
+        reanchor_every: int,
+        monitor_fallback: bool,
+        **kwargs: Any,
+    ) -> Any:
+        agent = dict(
+            evolution=evolution,
+            decision=resolve_decision(decision, kwargs.get("model", "")),
+            memory_hygiene=memory_hygiene,
+            reanchor_every=reanchor_every,
+            monitor_fallback=monitor_fallback,
+        )
+        return fn(*args, agent=agent, **kwargs)
+
+    opts = [
+        click.option(
+            "--evolution",
+            type=click.Choice(["transcript", "reflection", "none"]),
+            default="transcript",
+            show_default=True,
+            help="What agents carry between rounds.",
+        ),
+        click.option(
+            "--decision",
+            type=click.Choice(["auto", "generate", "score"]),
+            default="auto",
+            show_default=True,
+            help="generate: free text ending in JSON (the study); score: option log-likelihoods; auto: "
+            "score for the embedded smollm2 (too small to follow the answer format), generate otherwise.",
+        ),
+        click.option("--memory-hygiene", is_flag=True, help="Defense: refuse lessons that endorse rule-breaking."),
+        click.option("--reanchor-every", type=int, default=0, help="Defense: restate the rule every k rounds."),
+        click.option(
+            "--monitor-fallback",
+            is_flag=True,
+            help="Defense: a per-agent tipping monitor switches the agent to the safe option once it fires.",
+        ),
+    ]
+    for o in reversed(opts):
+        wrapper = o(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
 def load_model(
     model: str,
     *,
