@@ -18,15 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .agent import Evolution
 from .coordinator import Settlement, Submission
+from .diffusion_report import summarize, write_plots
 from .engine import GraphEngine, messages_hash, run_rounds, versions
 from .environments import GameResult, play_threshold_game, seed_positions
-from .metrics import Rate, tipping_round, wilson
 from .policies.base import DecisionMode, Policy
 from .prompts import PeerView, collective_context, collective_feedback, question
-from .report import plot_heatmap, plot_rates, rate_table
 from .rundir import RunDir
 from .scenarios import CollectiveItem, collective_items, resolve
-from .surrogate import SURROGATE_LABEL, Surrogate
+from .surrogate import Surrogate
 from .topology import build_graph, load_graph
 
 Rewards = tuple[float, float, float]
@@ -356,104 +355,6 @@ class _SurrogateBackend:
             s.load_state_dict(state["surrogate"][k])
 
 
-def _cell(pop_threshold: float, rewards: list[float]) -> str:
-    return f"t={pop_threshold:g}, rewards={'/'.join(f'{x:g}' for x in rewards)}"
-
-
-def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bool) -> tuple[dict, str]:
-    """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption."""
-    rounds = cfg.rounds
-    cells: dict[str, list[list[dict]]] = {}
-    for e in events:
-        if not e["seeded"]:
-            cells.setdefault(_cell(e["threshold"], e["rewards"]), [[] for _ in range(rounds)])[e["round"] - 1].append(e)
-    rates = {c: [wilson(sum(x["collective"] for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
-    expected = {  # score mode and the surrogate: the mean p(collective) as an expected rate
-        c: [wilson(sum(x["p_collective"] for x in rs), len(rs)) for rs in per]
-        for c, per in cells.items()
-        if all(x["p_collective"] is not None for rs in per for x in rs)
-    }
-    # re-adoption: chose collective in a successful round r -> chose collective again in r+1
-    last: dict[tuple, dict] = {}
-    re_k = re_n = 0
-    first: dict[str, dict[int, int | None]] = {}
-    for e in sorted(events, key=lambda x: x["round"]):
-        key = (e["population"], e["node"])
-        prev = last.get(key)
-        if prev and prev["collective"] and prev["success"] and not e["seeded"]:
-            re_n += 1
-            re_k += e["collective"]
-        last[key] = e
-        f = first.setdefault(e["population"], {})
-        if e["node"] not in f or f[e["node"]] is None:
-            f[e["node"]] = e["round"] if e["collective"] else f.get(e["node"])
-    label = SURROGATE_LABEL if surrogate else cfg.model
-    graph_desc = cfg.graph or f"{cfg.topology}, {cfg.agents} agents"
-    rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
-    table = rate_table(
-        rows,
-        first="cell",
-        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {cfg.decision} mode'} — "
-        f"{graph_desc}, scope {cfg.scope} — "
-        f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
-    )
-    summary = {
-        "model": label,
-        "surrogate": surrogate,
-        "graph": graph_desc,
-        "scope": cfg.scope,
-        "rounds": rounds,
-        "cells": {
-            c: {
-                "collective_rate": [r.as_dict() for r in rs],
-                "tipping_round": tipping_round([r.value for r in rs]),
-                "final_adoption": rs[-1].value,
-                "mean_p_collective": [r.as_dict() for r in expected[c]] if c in expected else None,
-            }
-            for c, rs in rates.items()
-        },
-        "readoption_after_success": wilson(re_k, re_n).as_dict(),
-        "first_adoption": {pop: {str(k): v for k, v in nodes.items()} for pop, nodes in first.items()},
-    }
-    return summary, table
-
-
-def _plots(rundir: RunDir, summary: dict, events: list[dict], world: _World, cfg: DiffuseConfig, surrogate: bool):
-    series = {
-        c: [Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"]) for d in v["collective_rate"]]
-        for c, v in summary["cells"].items()
-    }
-    plot_rates(
-        rundir.path / "adoption.png",
-        series,
-        title=f"Collective (deviant) adoption — {summary['graph']}",
-        ylabel="collective rate",
-        surrogate=surrogate,
-    )
-    if cfg.thresholds and len(cfg.thresholds) > 1 or cfg.rewards and len(cfg.rewards) > 1:
-        ts = sorted({e["threshold"] for e in events})
-        rs = sorted({tuple(e["rewards"]) for e in events})
-        grid = [[summary["cells"][_cell(t, list(r))]["final_adoption"] for r in rs] for t in ts]
-        plot_heatmap(
-            rundir.path / "heatmap.png",
-            grid,
-            rows=[f"t={t:g}" for t in ts],
-            cols=["/".join(f"{x:g}" for x in r) for r in rs],
-            title="final collective rate",
-            surrogate=surrogate,
-        )
-    from .report import plot_graph_rounds
-
-    first_pop = world.pops[0].id
-    plot_graph_rounds(
-        rundir.path / "graph_rounds.png",
-        world.g,
-        [[e for e in events if e["population"] == first_pop and e["round"] == r] for r in range(1, cfg.rounds + 1)],
-        title=first_pop,
-        surrogate=surrogate,
-    )
-
-
 @dataclass
 class DiffuseResult:
     """What a diffusion run produced."""
@@ -517,5 +418,5 @@ def run_diffuse(
     if rundir is not None:
         rundir.write_json("summary.json", summary)
         rundir.write_text("table.md", table)
-        _plots(rundir, summary, events, world, cfg, surrogate)
+        write_plots(rundir, summary, events, world.g, world.pops[0].id, cfg, surrogate=surrogate)
     return DiffuseResult(summary, table, events, rundir.path if rundir else None)

@@ -91,8 +91,18 @@ def messages_hash(messages: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
 
 
-VERSIONED = ("atp-graph", "torch", "transformers", "langgraph", "langchain-core", "trl", "peft", "datasets",
-             "accelerate", "networkx")
+VERSIONED = (
+    "atp-graph",
+    "torch",
+    "transformers",
+    "langgraph",
+    "langchain-core",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "networkx",
+)
 """Packages whose versions shape results; recorded in every run config, dataset and variant manifest."""
 
 

@@ -1,0 +1,125 @@
+"""Summaries and pictures of a diffusion run: collective rate per cell and round, tipping, re-adoption, first
+adoption per node; adoption curves, a sweep heatmap and the graph coloured by choice per round."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .metrics import Rate, tipping_round, wilson
+from .report import plot_graph_rounds, plot_heatmap, plot_rates, rate_table
+from .rundir import RunDir
+from .surrogate import SURROGATE_LABEL
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from .diffuse import DiffuseConfig
+
+
+def _cell(pop_threshold: float, rewards: list[float]) -> str:
+    return f"t={pop_threshold:g}, rewards={'/'.join(f'{x:g}' for x in rewards)}"
+
+
+def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bool) -> tuple[dict, str]:
+    """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption."""
+    rounds = cfg.rounds
+    cells: dict[str, list[list[dict]]] = {}
+    for e in events:
+        if not e["seeded"]:
+            cells.setdefault(_cell(e["threshold"], e["rewards"]), [[] for _ in range(rounds)])[e["round"] - 1].append(e)
+    rates = {c: [wilson(sum(x["collective"] for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
+    expected = {  # score mode and the surrogate: the mean p(collective) as an expected rate
+        c: [wilson(sum(x["p_collective"] for x in rs), len(rs)) for rs in per]
+        for c, per in cells.items()
+        if all(x["p_collective"] is not None for rs in per for x in rs)
+    }
+    # re-adoption: chose collective in a successful round r -> chose collective again in r+1
+    last: dict[tuple, dict] = {}
+    re_k = re_n = 0
+    first: dict[str, dict[int, int | None]] = {}
+    for e in sorted(events, key=lambda x: x["round"]):
+        key = (e["population"], e["node"])
+        prev = last.get(key)
+        if prev and prev["collective"] and prev["success"] and not e["seeded"]:
+            re_n += 1
+            re_k += e["collective"]
+        last[key] = e
+        f = first.setdefault(e["population"], {})
+        if e["node"] not in f or f[e["node"]] is None:
+            f[e["node"]] = e["round"] if e["collective"] else f.get(e["node"])
+    label = SURROGATE_LABEL if surrogate else cfg.model
+    graph_desc = cfg.graph or f"{cfg.topology}, {cfg.agents} agents"
+    rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
+    table = rate_table(
+        rows,
+        first="cell",
+        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {cfg.decision} mode'} — "
+        f"{graph_desc}, scope {cfg.scope} — "
+        f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
+    )
+    summary = {
+        "model": label,
+        "surrogate": surrogate,
+        "graph": graph_desc,
+        "scope": cfg.scope,
+        "rounds": rounds,
+        "cells": {
+            c: {
+                "collective_rate": [r.as_dict() for r in rs],
+                "tipping_round": tipping_round([r.value for r in rs]),
+                "final_adoption": rs[-1].value,
+                "mean_p_collective": [r.as_dict() for r in expected[c]] if c in expected else None,
+            }
+            for c, rs in rates.items()
+        },
+        "readoption_after_success": wilson(re_k, re_n).as_dict(),
+        "first_adoption": {pop: {str(k): v for k, v in nodes.items()} for pop, nodes in first.items()},
+    }
+    return summary, table
+
+
+def write_plots(
+    rundir: RunDir,
+    summary: dict,
+    events: list[dict],
+    graph: nx.Graph,
+    first_population: str,
+    cfg: DiffuseConfig,
+    *,
+    surrogate: bool,
+) -> None:
+    """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population."""
+    series = {
+        c: [Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"]) for d in v["collective_rate"]]
+        for c, v in summary["cells"].items()
+    }
+    plot_rates(
+        rundir.path / "adoption.png",
+        series,
+        title=f"Collective (deviant) adoption — {summary['graph']}",
+        ylabel="collective rate",
+        surrogate=surrogate,
+    )
+    if cfg.thresholds and len(cfg.thresholds) > 1 or cfg.rewards and len(cfg.rewards) > 1:
+        ts = sorted({e["threshold"] for e in events})
+        rs = sorted({tuple(e["rewards"]) for e in events})
+        grid = [[summary["cells"][_cell(t, list(r))]["final_adoption"] for r in rs] for t in ts]
+        plot_heatmap(
+            rundir.path / "heatmap.png",
+            grid,
+            rows=[f"t={t:g}" for t in ts],
+            cols=["/".join(f"{x:g}" for x in r) for r in rs],
+            title="final collective rate",
+            surrogate=surrogate,
+        )
+
+    plot_graph_rounds(
+        rundir.path / "graph_rounds.png",
+        graph,
+        [
+            [e for e in events if e["population"] == first_population and e["round"] == r]
+            for r in range(1, cfg.rounds + 1)
+        ],
+        title=first_population,
+        surrogate=surrogate,
+    )
