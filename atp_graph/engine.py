@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata as md
 import json
-from collections.abc import Callable, Sequence
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langgraph.store.base import BaseStore
@@ -128,20 +132,48 @@ def run_rounds(
     desc: str = "rounds",
     postfix: Callable[[list[dict[str, Any]]], str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Play rounds ``start+1..rounds``; each round's events and state are on disk before the next starts."""
+    """Play rounds ``start+1..rounds``; each round's events and state are on disk before the next starts.
+
+    The first Ctrl-C lets the current round finish and be saved, then raises ``KeyboardInterrupt``; a second one
+    stops at once (the run then resumes from the last saved round).
+    """
     from tqdm.auto import tqdm
 
     new: list[dict[str, Any]] = []
     bar = tqdm(total=rounds, initial=start, desc=desc, unit="round", disable=not progress, leave=True)
-    try:
-        for r in range(start + 1, rounds + 1):
-            events = play(r)
-            if rundir is not None:
-                rundir.commit_round(r, events, state())
-            new.extend(events)
-            bar.update(1)
-            if postfix:
-                bar.set_postfix_str(postfix(events))
-    finally:
-        bar.close()
+    with _graceful_interrupt() as stop, rundir.locked() if rundir else contextlib.nullcontext():
+        try:
+            for r in range(start + 1, rounds + 1):
+                events = play(r)
+                if rundir is not None:
+                    rundir.commit_round(r, events, state())
+                new.extend(events)
+                bar.update(1)
+                if postfix:
+                    bar.set_postfix_str(postfix(events))
+                if stop.is_set() and r < rounds:
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
     return new
+
+
+@contextlib.contextmanager
+def _graceful_interrupt() -> Iterator[threading.Event]:
+    """Turn the first SIGINT into a request to stop after the current round (main thread only)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nCtrl-C: stopping once this round is saved (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

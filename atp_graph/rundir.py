@@ -6,13 +6,15 @@ next round starts, so an interrupted run resumes from its last complete round.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-CONFIG, EVENTS, STATE = "config.json", "events.jsonl", "state.json"
+CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
 
 
 class RunDirError(ValueError):
@@ -29,10 +31,23 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 class RunDir:
-    """One run's folder. Use :meth:`create` for a new run and :meth:`resume` to continue one."""
+    """One run's folder. Use :meth:`create` for a new run and :meth:`resume` to continue one.
+
+    Writing is done under :meth:`locked`, so two processes never write the same run.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock (``run.lock``) or fail at once if another process holds it."""
+        with open(self.path / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise RunDirError(f"{self.path}: another process is running this run; wait for it or stop it") from None
+            yield
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
@@ -80,8 +95,9 @@ class RunDir:
                     f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1"
                 ) from None
         run = cls(p)
-        kept = [e for e in run.events() if e["round"] <= done]
-        _atomic_write(p / EVENTS, "".join(json.dumps(e) + "\n" for e in kept))
+        with run.locked():
+            kept = [e for e in run.events() if e["round"] <= done]
+            _atomic_write(p / EVENTS, "".join(json.dumps(e) + "\n" for e in kept))
         return run, config, done, state
 
     def events(self) -> list[dict[str, Any]]:

@@ -245,3 +245,34 @@ def test_explore_smollm2_two_items_two_rounds(tmp_path):
         ExploreConfig(model="smollm2", rounds=2, limit=2, decision="score"), policy=policy, progress=False
     )
     assert all(0 < e["p_violate"] < 1 for e in scored.events)
+
+
+class CtrlCOnce(Recorder):
+    """Sends the process a real SIGINT while the model works on the first round."""
+
+    def decide_batch(self, requests, *, mode="generate"):
+        import signal
+
+        if not self.batches:
+            signal.raise_signal(signal.SIGINT)
+        return super().decide_batch(requests, mode=mode)
+
+
+def test_ctrl_c_finishes_and_saves_the_round_then_stops(tiny_policy, tmp_path):
+    cfg = ExploreConfig(model="tiny", rounds=3, limit=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_explore(cfg, policy=CtrlCOnce(tiny_policy), out=tmp_path / "r", progress=False)
+    assert json.loads((tmp_path / "r" / "state.json").read_text())["round"] == 1
+    assert len((tmp_path / "r" / "events.jsonl").read_text().splitlines()) == 2
+    resumed = run_explore(cfg, policy=tiny_policy, resume=tmp_path / "r", progress=False)
+    assert [e["round"] for e in resumed.events] == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_run_folder_has_one_writer(tmp_path):
+    from atp_graph.rundir import RunDir, RunDirError
+
+    run = RunDir.create(tmp_path / "x", {"explore": {}})
+    with run.locked():
+        with pytest.raises(RunDirError, match="another process"):
+            RunDir.resume(tmp_path / "x", kind="explore")
+    RunDir.resume(tmp_path / "x", kind="explore")  # free again once the writer is done
