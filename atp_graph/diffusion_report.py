@@ -89,10 +89,7 @@ def write_plots(
     surrogate: bool,
 ) -> None:
     """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population."""
-    series = {
-        c: [Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"]) for d in v["collective_rate"]]
-        for c, v in summary["cells"].items()
-    }
+    series = {c: [Rate.from_dict(d) for d in v["collective_rate"]] for c, v in summary["cells"].items()}
     plot_rates(
         rundir.path / "adoption.png",
         series,

@@ -13,7 +13,7 @@ from .agent import Evolution
 from .coordinator import Settlement, Submission
 from .engine import GraphEngine, messages_hash, run_rounds, versions
 from .environments import INVALID, VIOLATE, individual_outcome, supervision_schedule, supervision_text
-from .metrics import by_round, mean_by_round, tipping_round
+from .metrics import Rate, by_round, mean_by_round, tipping_round
 from .policies.base import DecisionMode, Policy
 from .prompts import individual_feedback, individual_question
 from .report import plot_rates, rate_table
@@ -265,9 +265,9 @@ def run_explore(
     if rundir is not None:
         rundir.write_json("summary.json", summary)
         rundir.write_text("table.md", table)
-        series = {"violation rate": [_rate(d) for d in summary["violation_rate"]]}
+        series = {"violation rate": [Rate.from_dict(d) for d in summary["violation_rate"]]}
         if summary["mean_p_violate"]:
-            series["mean p(violate)"] = [_rate(d) for d in summary["mean_p_violate"]]
+            series["mean p(violate)"] = [Rate.from_dict(d) for d in summary["mean_p_violate"]]
         plot_rates(
             rundir.path / "violation_rate.png",
             series,
@@ -276,9 +276,3 @@ def run_explore(
             surrogate=surrogate,
         )
     return ExploreResult(summary, table, events, rundir.path if rundir else None)
-
-
-def _rate(d: dict[str, float]):
-    from .metrics import Rate
-
-    return Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"])

@@ -22,6 +22,11 @@ class Rate:
     def as_dict(self) -> dict[str, float]:
         return {"k": self.k, "n": self.n, "rate": self.value, "low": self.low, "high": self.high}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> Rate:
+        """Inverse of :meth:`as_dict` (reads summaries back)."""
+        return cls(d["k"], int(d["n"]), d["rate"], d["low"], d["high"])
+
     def __str__(self) -> str:
         return f"{self.value:.1%} [{self.low:.1%}, {self.high:.1%}]" if self.n else "n/a"
 

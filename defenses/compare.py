@@ -126,7 +126,7 @@ class CompareResult:
 
 def _rates(dicts: list[dict[str, Any]]) -> list[Rate]:
     """Rates back from their ``as_dict`` form."""
-    return [Rate(d["k"], int(d["n"]), d["rate"], d["low"], d["high"]) for d in dicts]
+    return [Rate.from_dict(d) for d in dicts]
 
 
 def differences(rows: dict[str, list[Rate]], reference: str, pairs: list[tuple[str, str]]) -> list[str]:
