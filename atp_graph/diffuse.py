@@ -307,13 +307,18 @@ class _GraphBackend:
         events = []
         for pop in w.pops:
             collective, res, valid, resp = results[pop.id]
-            p = np.array([states.get(f"{pop.id}/{i}", {}).get("p_target") or np.nan for i in range(w.n)])
-            evs = w.events(pop, r, collective, res, valid, resp, None if np.isnan(p).all() else p, False)
+            ps = [states[f"{pop.id}/{i}"].get("p_target") for i in w.deciders]
+            p = None
+            if all(x is not None for x in ps):  # score mode: every decider has p(collective); seeded get none
+                p = np.full(w.n, np.nan)
+                p[w.deciders] = ps
+            evs = w.events(pop, r, collective, res, valid, resp, p, False)
             for e in evs:
                 st = states.get(f"{pop.id}/{e['node']}")
                 if st is not None:
                     e["prompt_hash"] = messages_hash(st["messages"])
                     e["lesson"] = st.get("lesson")
+                    e["proposed_choice"] = st.get("proposed_choice")
             events.extend(evs)
         return events
 
