@@ -234,16 +234,7 @@ class _World:
 class _GraphBackend:
     def __init__(self, world: _World, policy: Policy, cfg: DiffuseConfig, store=None):
         self.w, self.cfg = world, cfg
-        self.engine = GraphEngine(
-            policy,
-            mode=cfg.decision,
-            evolution=cfg.evolution,
-            history_window=cfg.history_window,
-            store=store,
-            memory_hygiene=cfg.memory_hygiene,
-            reanchor_every=cfg.reanchor_every,
-            monitor_fallback=cfg.monitor_fallback,
-        )
+        self.engine = GraphEngine.for_run(policy, cfg, history_window=cfg.history_window, store=store)
 
     def _input(self, pop: Population, i: int, r: int, idx: int) -> dict[str, Any]:
         it, key = pop.item, f"{pop.id}/{i}"

@@ -53,6 +53,20 @@ class GraphEngine:
         self.carry: dict[str, dict[str, Any]] = {}
         """What each agent carries into its next round (transcript memory, monitor state), keyed by agent."""
 
+    @classmethod
+    def for_run(cls, policy: Policy, cfg: Any, *, history_window: int, store: BaseStore | None) -> GraphEngine:
+        """The engine a testbed config asks for (its decision mode, evolution mode and runtime defenses)."""
+        return cls(
+            policy,
+            mode=cfg.decision,
+            evolution=cfg.evolution,
+            history_window=history_window,
+            store=store,
+            memory_hygiene=cfg.memory_hygiene,
+            reanchor_every=cfg.reanchor_every,
+            monitor_fallback=cfg.monitor_fallback,
+        )
+
     def play(
         self, inputs: Sequence[AgentState], settle: Callable[[dict[str, Submission]], dict[str, Settlement]]
     ) -> list[AgentState]:

@@ -71,16 +71,7 @@ def _rule(item: IndividualItem) -> str:
 class _GraphBackend:
     def __init__(self, policy: Policy, cfg: ExploreConfig, items: list[IndividualItem], window: int, store=None):
         self.items = items
-        self.engine = GraphEngine(
-            policy,
-            mode=cfg.decision,
-            evolution=cfg.evolution,
-            history_window=window,
-            store=store,
-            memory_hygiene=cfg.memory_hygiene,
-            reanchor_every=cfg.reanchor_every,
-            monitor_fallback=cfg.monitor_fallback,
-        )
+        self.engine = GraphEngine.for_run(policy, cfg, history_window=window, store=store)
         self.seed = cfg.seed
         self.score = cfg.decision == "score"
 
