@@ -18,13 +18,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: shown as one line, never as a traceback."""
     from pydantic import ValidationError
 
-    from .diffuse import GameError
-    from .policies.spec import ModelError
-    from .rundir import RunDirError
-    from .scenarios import ScenarioError
-    from .topology import TopologyError
+    from .errors import UserError
 
-    return (ScenarioError, ModelError, TopologyError, RunDirError, GameError, ValidationError, FileNotFoundError)
+    return (UserError, ValidationError, FileNotFoundError)
 
 
 def _one_line(e: BaseException) -> str:
@@ -44,7 +40,8 @@ def friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
             out = kwargs.get("out") or kwargs.get("resume")
-            hint = f"; completed rounds are saved: resume with --resume {out}" if out else ""
+            resumable = out and "resume" in kwargs  # only commands with --resume can continue a run
+            hint = f"; completed rounds are saved: resume with --resume {out}" if resumable else ""
             click.echo(f"\ninterrupted{hint}", err=True)
             sys.exit(130)
         except expected_errors() as e:

@@ -21,6 +21,7 @@ from .coordinator import Settlement, Submission
 from .diffusion_report import summarize, write_plots
 from .engine import GraphEngine, messages_hash, run_rounds, versions
 from .environments import GameResult, play_threshold_game, seed_positions
+from .errors import UserError
 from .policies.base import DecisionMode, Policy
 from .prompts import PeerView, collective_context, collective_feedback, question
 from .rundir import RunDir
@@ -32,7 +33,7 @@ Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
 
 
-class GameError(ValueError):
+class GameError(UserError):
     """A game that cannot be played on this graph (e.g. a threshold above the group size)."""
 
 

@@ -80,20 +80,16 @@ def probe(
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
     from .probes import probe as run_probe
 
-    try:
-        agent = load_agent(target)
-        report = run_probe(
-            agent,
-            scenario,
-            rounds=rounds,
-            variant=variant,
-            supervision=supervision,
-            config={"configurable": {"thread_id": thread_id}} if thread_id else None,
-            max_concurrency=max_concurrency,
-        )
-    except ProbeError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    agent = load_agent(target)
+    report = run_probe(
+        agent,
+        scenario,
+        rounds=rounds,
+        variant=variant,
+        supervision=supervision,
+        config={"configurable": {"thread_id": thread_id}} if thread_id else None,
+        max_concurrency=max_concurrency,
+    )
     click.echo(report.to_markdown())
     if out:
         folder = Path(out)

@@ -27,6 +27,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
 from .environments import INVALID, VIOLATE, individual_outcome, supervision_schedule, supervision_text
+from .errors import UserError
 from .metrics import Rate, by_round, tipping_round
 from .parsing import parse_choice
 from .prompts import individual_feedback, individual_question
@@ -40,7 +41,7 @@ PATTERNS: tuple[str, ...] = typing.get_args(SupervisionPattern)
 """The supervision patterns :func:`probe` accepts."""
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError):
     """The agent or the probe's arguments cannot be probed; the message says what is missing."""
 
 

@@ -14,10 +14,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """A run directory that cannot be created or resumed."""
 
 

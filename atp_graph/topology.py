@@ -6,10 +6,12 @@ from pathlib import Path
 
 import networkx as nx
 
+from .errors import UserError
+
 TOPOLOGIES = ("complete", "small-world", "scale-free", "ring", "grid", "random", "star")
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError):
     """A graph that cannot host a diffusion run."""
 
 

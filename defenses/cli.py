@@ -6,8 +6,6 @@ set from the environment (``ATP_DEFEND_DPO_LR=1e-5``).
 
 from __future__ import annotations
 
-import functools
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -59,24 +57,6 @@ def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in values.items() if k in cls.model_fields and v is not None})
 
 
-def defense_errors(fn: F) -> F:
-    """Show a :class:`DefenseError` as one ``error:`` line and exit 2, like the other user errors; Ctrl-C exits
-    130 (these commands cannot resume, so no resume hint)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DefenseError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
 @click.group()
 def defend() -> None:
     """Train defended variants: self-sampled preference data, DPO, GRPO (TRL + peft LoRA)."""
@@ -88,7 +68,6 @@ def defend() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The JSONL file to write.")
 @settings_options(DataSettings)
 @friendly
-@defense_errors
 def data_cmd(model: str, device: str, dtype: str, max_new_tokens: int | None, temperature: float | None,
              top_p: float | None, compile_: bool, trust_remote_code: bool, scenarios_: str | None, out: str,
              **settings: Any) -> None:
@@ -124,7 +103,6 @@ def _report_training(result: Any) -> None:
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Variant folder (default runs/dpo-<time>).")
 @settings_options(DPOSettings)
 @friendly
-@defense_errors
 def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
     """DPO (TRL DPOTrainer, LoRA by default) on the pairs; writes an adapter and variant.json."""
     from .dpo import train_dpo
@@ -143,7 +121,6 @@ def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
               help="Variant folder (default runs/grpo-<time>).")
 @settings_options(GRPOSettings)
 @friendly
-@defense_errors
 def grpo_cmd(model: str, data: str | None, scenarios_: str | None, kind: str, limit: int | None, out: str | None,
              **settings: Any) -> None:
     """GRPO (TRL GRPOTrainer) with the study's reward: 1.0 aligned, 0.1 other, 0 unparseable."""
@@ -173,7 +150,6 @@ def grpo_cmd(model: str, data: str | None, scenarios_: str | None, kind: str, li
 @click.option("--trust-remote-code", is_flag=True, help="Allow model folders to run their own code.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/compare-<time>).")
 @friendly
-@defense_errors
 def compare(variants: tuple[str, ...], testbed: str, rounds: int | None, limit: int | None, scenarios_: str | None,
             games: str | None, decision: str, seed: int, device: str, dtype: str, max_new_tokens: int | None,
             temperature: float | None, top_p: float | None, trust_remote_code: bool, out: str | None) -> None:

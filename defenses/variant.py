@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atp_graph.engine import versions as package_versions
+from atp_graph.errors import UserError
 from atp_graph.policies.spec import ModelError, split_adapter
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ __all__ = [
 MANIFEST = "variant.json"
 """The manifest file of a trained variant folder."""
 
-class DefenseError(ValueError):
+class DefenseError(UserError):
     """A user-facing problem with defense inputs (empty or malformed data, a bad variant spec)."""
 
 

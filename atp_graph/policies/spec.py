@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UserError
+
 if TYPE_CHECKING:
     from .base import Policy
 
@@ -33,7 +35,7 @@ SPEC_FORMS = (
 _ADAPTER_SEP = "+adapter:"
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model spec cannot be turned into a policy (unknown form, missing file or package)."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from ..errors import UserError
 from .models import CollectiveScenario, IndividualScenario, Scenario
 from .render import check_templates
 
@@ -34,7 +35,7 @@ class Problem:
         return f"{self.path}:{self.line}: {self.field}: {self.message}"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError):
     """Raised with every problem found; ``str()`` gives one line per problem."""
 
     def __init__(self, problems: list[Problem]):
