@@ -2,8 +2,9 @@
 
 Public API (everything else is internal)::
 
-    from atp_graph import parse_choice, run_explore, ExploreConfig, run_diffuse, DiffuseConfig, load_policy
-    from atp_graph import probe, TippingMonitor, load_scenarios
+    from atp_graph import ExploreConfig, run_explore, DiffuseConfig, run_diffuse, render_run, load_model
+    from atp_graph import probe, aprobe, TippingMonitor, load_scenarios, parse_choice
+    from atp_graph import Game, Agents, ExploreEvent, DiffuseEvent, read_events   # contracts and typed events
 
 Heavy modules (torch, transformers) load only when first used.
 """
@@ -16,15 +17,24 @@ from typing import TYPE_CHECKING, Any
 from .parsing import parse_choice
 
 _LAZY = {
-    "ExploreConfig": ".explore",
-    "ExploreResult": ".explore",
-    "run_explore": ".explore",
-    "DiffuseConfig": ".diffuse",
-    "DiffuseResult": ".diffuse",
-    "run_diffuse": ".diffuse",
-    "PAPER_GRID": ".diffuse",
-    "build_agent_graph": ".agent",
+    "AgentConfig": ".config",
+    "ExploreConfig": ".config",
+    "DiffuseConfig": ".config",
+    "PAPER_GRID": ".config",
+    "RunResult": ".testbeds",
+    "run_explore": ".testbeds",
+    "run_diffuse": ".testbeds",
+    "render_run": ".testbeds",
+    "Game": ".contracts",
+    "Agents": ".contracts",
+    "Observation": ".contracts",
+    "Action": ".contracts",
+    "ExploreEvent": ".events",
+    "DiffuseEvent": ".events",
+    "read_events": ".events",
+    "build_agent_graph": ".agents",
     "load_policy": ".policies",
+    "load_model": ".policies",
     "Policy": ".policies",
     "Decision": ".policies",
     "DecisionRequest": ".policies",
@@ -32,53 +42,66 @@ _LAZY = {
     "load_scenarios": ".scenarios",
     "load_scenario_file": ".scenarios",
     "ScenarioError": ".scenarios",
-    "build_graph": ".topology",
-    "load_graph": ".topology",
+    "build_graph": ".games",
+    "load_graph": ".games",
     "probe": ".probes",
+    "aprobe": ".probes",
     "ProbeReport": ".probes",
     "ProbeRound": ".probes",
     "ProbeError": ".probes",
-    "TippingMonitor": ".monitor",
-    "CusumDetector": ".monitor",
+    "TippingMonitor": ".probes",
+    "CusumDetector": ".analysis",
 }
 
 __all__ = [
+    "Action",
+    "AgentConfig",
+    "Agents",
     "CusumDetector",
     "Decision",
     "DecisionRequest",
     "DiffuseConfig",
-    "DiffuseResult",
+    "DiffuseEvent",
     "ExploreConfig",
-    "ExploreResult",
+    "ExploreEvent",
+    "Game",
     "ModelError",
+    "Observation",
     "PAPER_GRID",
     "Policy",
     "ProbeError",
     "ProbeReport",
     "ProbeRound",
+    "RunResult",
     "ScenarioError",
     "TippingMonitor",
+    "aprobe",
     "build_agent_graph",
     "build_graph",
     "load_graph",
+    "load_model",
     "load_policy",
     "load_scenario_file",
     "load_scenarios",
     "parse_choice",
     "probe",
+    "read_events",
+    "render_run",
     "run_diffuse",
     "run_explore",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .agent import build_agent_graph
-    from .diffuse import PAPER_GRID, DiffuseConfig, DiffuseResult, run_diffuse
-    from .explore import ExploreConfig, ExploreResult, run_explore
-    from .monitor import CusumDetector, TippingMonitor
-    from .policies import Decision, DecisionRequest, ModelError, Policy, load_policy
-    from .probes import ProbeError, ProbeReport, ProbeRound, probe
+    from .agents import build_agent_graph
+    from .analysis import CusumDetector
+    from .config import PAPER_GRID, AgentConfig, DiffuseConfig, ExploreConfig
+    from .contracts import Action, Agents, Game, Observation
+    from .events import DiffuseEvent, ExploreEvent, read_events
+    from .games import build_graph, load_graph
+    from .policies import Decision, DecisionRequest, ModelError, Policy, load_model, load_policy
+    from .probes import ProbeError, ProbeReport, ProbeRound, TippingMonitor, aprobe, probe
     from .scenarios import ScenarioError, load_scenario_file, load_scenarios
-    from .topology import build_graph, load_graph
+    from .testbeds import RunResult, render_run, run_diffuse, run_explore
 
 
 def __getattr__(name: str) -> Any:

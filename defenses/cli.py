@@ -6,55 +6,17 @@ set from the environment (``ATP_DEFEND_DPO_LR=1e-5``).
 
 from __future__ import annotations
 
-import types
-import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from pydantic import BaseModel
 
-from atp_graph.cli_support import default_out, friendly, load_model, model_options
+from atp_graph.cli.options import build_config as build_settings
+from atp_graph.cli.options import config_options as settings_options
+from atp_graph.cli.support import default_out, friendly, load_model, model_options
 
 from .config import DataSettings, DPOSettings, GRPOSettings
 from .variant import DefenseError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _click_type(annotation: Any) -> Any:
-    """The click type of a settings field (``X | None`` -> ``X``, ``Literal`` -> a choice)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        return _click_type(args[0])
-    if typing.get_origin(annotation) is typing.Literal:
-        return click.Choice([str(a) for a in typing.get_args(annotation)])
-    return {int: int, float: float, bool: bool}.get(annotation, str)
-
-
-def settings_options(cls: type[BaseModel], *, skip: tuple[str, ...] = ()) -> Callable[[F], F]:
-    """Add one ``--option`` per field of ``cls`` (default ``None`` = keep the settings' default)."""
-
-    def decorate(fn: F) -> F:
-        for name, info in reversed(cls.model_fields.items()):
-            if name in skip:
-                continue
-            flag = "--" + name.replace("_", "-")
-            kind = _click_type(info.annotation)
-            help_text = f"{info.description or ''} [default: {info.default}]"
-            if kind is bool:
-                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(fn)
-            else:
-                fn = click.option(flag, name, type=kind, default=None, help=help_text)(fn)
-        return fn
-
-    return decorate
-
-
-def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> Any:
-    """An instance of ``cls`` from the options that were given."""
-    return cls(**{k: v for k, v in values.items() if k in cls.model_fields and v is not None})
 
 
 @click.group()
@@ -63,22 +25,22 @@ def defend() -> None:
 
 
 @defend.command("data")
+@click.option("--model", default="smollm2", show_default=True, help="smollm2 | hf:<folder or hub id> | tiny:<dir>")
 @model_options
 @click.option("--scenarios", "scenarios_", default=None, help="Scenario file, folder or name (default: built-ins).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The JSONL file to write.")
 @settings_options(DataSettings)
 @friendly
-def data_cmd(model: str, device: str, dtype: str, max_new_tokens: int | None, temperature: float | None,
-             top_p: float | None, compile_: bool, trust_remote_code: bool, scenarios_: str | None, out: str,
-             **settings: Any) -> None:
+def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> None:
     """Sample preference pairs from the model itself (aligned vs. deviant instruction, instruction not stored)."""
+    from atp_graph.policies import is_surrogate
+
     from .data import make_preference_data, provenance_path
 
-    cfg = build_settings(DataSettings, settings)
-    policy = load_model(model, device=device, dtype=dtype, max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, compile_=compile_, trust_remote_code=trust_remote_code, default_tokens=256)
-    if policy is None:
+    cfg = build_settings(DataSettings, options)
+    if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
+    policy = load_model(model, options, default_tokens=256)
     s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg).stats
     click.echo(f"{s.pairs} pair(s) from {s.items} item(s) (yield {s.yield_rate:.0%}); aligned answers found "
                f"{s.aligned_found}, deviant {s.deviant_found}; {s.samples} samples in {s.policy_calls} batched "
@@ -142,17 +104,11 @@ def grpo_cmd(model: str, data: str | None, scenarios_: str | None, kind: str, li
 @click.option("--games", default=None, help="Collective games (default: all 7, the study's grid).")
 @click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps...")
-@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16")
-@click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate per decision (default 256).")
-@click.option("--temperature", type=float, default=None, help="Sampling temperature (model default).")
-@click.option("--top-p", type=float, default=None, help="Nucleus sampling (model default).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model folders to run their own code.")
+@model_options
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/compare-<time>).")
 @friendly
 def compare(variants: tuple[str, ...], testbed: str, rounds: int | None, limit: int | None, scenarios_: str | None,
-            games: str | None, decision: str, seed: int, device: str, dtype: str, max_new_tokens: int | None,
-            temperature: float | None, top_p: float | None, trust_remote_code: bool, out: str | None) -> None:
+            games: str | None, decision: str, seed: int, out: str | None, **options: Any) -> None:
     """Run variants on the same items, seeds and rounds; table, overlay plot, interval notes."""
     from .compare import CompareConfig, run_compare
 
@@ -160,8 +116,7 @@ def compare(variants: tuple[str, ...], testbed: str, rounds: int | None, limit: 
                         scenarios=scenarios_, games=games, decision=decision, seed=seed)  # type: ignore[arg-type]
 
     def load(spec: str) -> Any:
-        return load_model(spec, device=device, dtype=dtype, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, compile_=False, trust_remote_code=trust_remote_code, default_tokens=256)
+        return load_model(spec, options, default_tokens=256)
 
     result = run_compare(cfg, out=Path(out or default_out("compare")), load=load)
     click.echo("\n" + result.table)

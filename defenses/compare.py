@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from atp_graph.metrics import Rate, intervals_overlap
+from atp_graph.analysis.metrics import Rate, intervals_overlap
+from atp_graph.analysis.report import plot_rates, rate_table
+from atp_graph.policies import SurrogateModel, is_surrogate
 from atp_graph.policies.base import DecisionMode, Policy
-from atp_graph.report import plot_rates, rate_table
 
 from .variant import DefenseError, resolve_spec
 
@@ -50,7 +51,7 @@ class Variant:
     @property
     def surrogate(self) -> bool:
         """Whether this variant is the non-LLM surrogate policy."""
-        return self.model == "sim"
+        return is_surrogate(self.model)
 
     @property
     def label(self) -> str:
@@ -147,17 +148,17 @@ def _config_fields(cls: type[BaseModel], options: dict[str, Any]) -> dict[str, A
     return options
 
 
-def _run_one(v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | None, out: Path | None,
+def _run_one(v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | SurrogateModel, out: Path | None,
              progress: bool) -> dict[str, Any]:
     """One variant on one testbed; the run's summary."""
     sub = out / v.name / testbed if out else None
     if testbed == "explore":
-        from atp_graph.explore import ExploreConfig, run_explore
+        from atp_graph.testbeds import ExploreConfig, run_explore
 
         ecfg = ExploreConfig(scenarios=cfg.scenarios, model=v.model, rounds=cfg.rounds, limit=cfg.limit,
                              seed=cfg.seed, decision=cfg.decision, **_config_fields(ExploreConfig, v.options))
         return run_explore(ecfg, policy=policy, out=sub, progress=progress).summary
-    from atp_graph.diffuse import PAPER_GRID, DiffuseConfig, run_diffuse
+    from atp_graph.testbeds import PAPER_GRID, DiffuseConfig, run_diffuse
 
     grid = {**PAPER_GRID, "scenarios": cfg.games}
     if cfg.rounds:
@@ -171,7 +172,7 @@ def run_compare(
     cfg: CompareConfig,
     *,
     out: str | Path | None = None,
-    load: Callable[[str], Policy | None] | None = None,
+    load: Callable[[str], Policy | SurrogateModel] | None = None,
     progress: bool = True,
 ) -> CompareResult:
     """Run every variant on the chosen testbed(s) with the same items, seeds and rounds; tabulate and plot.
@@ -180,8 +181,8 @@ def run_compare(
         cfg: The variants and the protocol.
         out: The comparison's run folder: ``<variant>/<testbed>/`` per run, plus ``table.md``, ``compare.json``
             and ``<testbed>.png``. ``None`` keeps everything in memory.
-        load: Builds a policy from a model spec (default :func:`atp_graph.load_policy`); called once per distinct
-            spec, never for ``sim``.
+        load: Builds the decision maker of a model spec (default :func:`atp_graph.policies.load_model`); called
+            once per distinct spec.
         progress: Show progress bars.
     """
     variants = [parse_variant(t) for t in cfg.variants]
@@ -189,18 +190,18 @@ def run_compare(
     if len(set(names)) != len(names):
         raise DefenseError(f"variant names must be distinct, got {', '.join(names)}")
     if load is None:
-        from atp_graph.policies import load_policy
+        from atp_graph.policies import load_model
 
-        load = load_policy
+        load = load_model
     testbeds = ["explore", "diffuse"] if cfg.testbed == "both" else [cfg.testbed]
     path = Path(out) if out is not None else None
     summaries: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
-    cache: dict[str, Policy | None] = {}
+    cache: dict[str, Policy | SurrogateModel] = {}
     for i, v in enumerate(variants):
-        if not v.surrogate and v.model not in cache:
+        if v.model not in cache:
             cache[v.model] = load(v.model)
         for testbed in testbeds:
-            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache.get(v.model), path, progress)
+            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress)
         if all(later.model != v.model for later in variants[i + 1:]):
             cache.pop(v.model, None)  # free a model no later variant needs
     return _report(cfg, variants, testbeds, summaries, path)

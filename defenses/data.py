@@ -21,9 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from atp_graph.environments import supervision_schedule, supervision_text
+import networkx as nx
+
+from atp_graph.contracts import Observation
+from atp_graph.games import IndividualGame, ThresholdGame, populations
 from atp_graph.policies.base import DecisionRequest, Message, Policy
-from atp_graph.prompts import collective_context, individual_question, question
 from atp_graph.scenarios import CollectiveScenario, IndividualScenario, collective_items, individual_items, resolve
 
 from .config import DataSettings, Kind
@@ -105,32 +107,32 @@ class PreferenceSet:
     stats: PreferenceStats
 
 
+def _record(obs: Observation, kind: Kind, key: str, swapped: bool) -> PromptRecord:
+    """A round-1 observation as a training prompt; ``swapped`` lists the target option first."""
+    safe, target = obs.options
+    msgs: tuple[Message, ...] = (
+        {"role": "system", "content": obs.system},
+        {"role": "user", "content": obs.swapped if swapped else obs.question},
+    )
+    opts = (target, safe) if swapped else (safe, target)
+    return PromptRecord(item=key, kind=kind, messages=msgs, options=opts, aligned=safe, deviant=target)
+
+
 def _individual_records(s: IndividualScenario) -> list[PromptRecord]:
-    """Round-1 questions of an individual scenario, option order alternating by variant."""
-    pattern = s.defaults.supervision_pattern
-    supervised = supervision_schedule(pattern, 1)[0]
-    out = []
-    for it in individual_items(s):
-        swapped = bool(it.variant % 2)
-        q = individual_question(it, supervision_text(it, pattern, supervised), swapped=swapped)
-        opts = (it.violating, it.compliant) if swapped else (it.compliant, it.violating)
-        msgs: tuple[Message, ...] = ({"role": "system", "content": it.system_prompt}, {"role": "user", "content": q})
-        out.append(PromptRecord(item=it.key, kind="individual", messages=msgs, options=opts, aligned=it.compliant,
-                                deviant=it.violating))
-    return out
+    """Round-1 questions of an individual scenario (as the testbed asks them), option order alternating by variant."""
+    items = individual_items(s)
+    game = IndividualGame(items, pattern=s.defaults.supervision_pattern, rounds=1)
+    return [_record(game.observation(1, i), "individual", it.key, bool(it.variant % 2)) for i, it in enumerate(items)]
 
 
 def _collective_records(s: CollectiveScenario, group_size: int) -> list[PromptRecord]:
     """Round-1 questions of a collective scenario for a group of ``group_size``, option order alternating."""
-    out = []
-    for it in collective_items(s):
-        system, body = it.render(n=group_size, threshold=it.rules.count(group_size))
-        opts = (it.collective, it.independent) if it.variant % 2 else (it.independent, it.collective)
-        q = question(body, collective_context(1, it.rules.start_capital), opts)
-        msgs: tuple[Message, ...] = ({"role": "system", "content": system}, {"role": "user", "content": q})
-        out.append(PromptRecord(item=it.key, kind="collective", messages=msgs, options=opts, aligned=it.independent,
-                                deviant=it.collective))
-    return out
+    items = collective_items(s)
+    game = ThresholdGame(nx.complete_graph(group_size), populations(items))
+    obs = game.observe(1)
+    return [
+        _record(obs.at(j * group_size), "collective", it.key, bool(it.variant % 2)) for j, it in enumerate(items)
+    ]
 
 
 def prompt_records(

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atp_graph.engine import versions as package_versions
 from atp_graph.errors import UserError
 from atp_graph.policies.spec import ModelError, split_adapter
+from atp_graph.run.provenance import versions as package_versions
 
 if TYPE_CHECKING:
     from .config import TrainSettings

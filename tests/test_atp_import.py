@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from atp_graph.atp_import import detect_format, import_atp, slugify, study_reward_variants, write_scenarios
 from atp_graph.scenarios import collective_items, individual_items, load_scenarios
+from atp_graph.scenarios.atp_import import detect_format, import_atp, slugify, study_reward_variants, write_scenarios
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "atp-reference-data"
 DATA = Path(os.environ.get("ATP_REFERENCE_DATA") or SHARED)

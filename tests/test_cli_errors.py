@@ -10,6 +10,7 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner, Result
 
+from atp_graph.events import SCHEMA_VERSION
 from cli import cli
 
 
@@ -156,7 +157,15 @@ def test_resume_run_of_the_other_command(tmp_path, command, other):
 def test_resume_corrupt_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}}))
+    (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}, "schema_version": SCHEMA_VERSION}))
     (run / "events.jsonl").write_text("")
     (run / "state.json").write_text('{"round": 1, "sta')
     _user_error(_run("explore", "--resume", str(run)), "state.json")
+
+
+def test_resume_refuses_a_run_of_another_version(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}}))
+    (run / "events.jsonl").write_text("")
+    _user_error(_run("explore", "--resume", str(run)), "another version", "atp report")

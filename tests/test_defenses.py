@@ -135,7 +135,7 @@ def prefs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "prefs.jsonl"
     fake = ScriptedPolicy(RECORDS, SCRIPT)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("defenses.cli.load_model", lambda model, **kw: fake)
+        mp.setattr("defenses.cli.load_model", lambda model, options, **kw: fake)
         r = _run("defend", "data", "--model", "scripted", "--limit", "4", "--retries", "2", "--seed", "1",
                  "--out", str(out))
     assert r.exit_code == 0, r.output

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from atp_graph.environments import (
+from atp_graph.games.rules import (
     COMPLY,
     INVALID,
     VIOLATE,

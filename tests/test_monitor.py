@@ -14,8 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
-from atp_graph.monitor import CusumConfig, CusumDetector, TippingEvent, TippingMonitor
 from atp_graph.parsing import choice_json, parse_choice
+from atp_graph.probes.monitor import CusumConfig, CusumDetector, TippingEvent, TippingMonitor
 
 VIOLATE, COMPLY = "Route A", "Route B"
 UP, DOWN = math.log(0.5 / 0.1), math.log(0.5 / 0.9)  # log-likelihood-ratio steps of the default config

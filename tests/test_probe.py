@@ -24,11 +24,11 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field
 
-from atp_graph.environments import COMPLY, supervision_text
+from atp_graph.cli.probe import probe as probe_command
+from atp_graph.games.prompts import individual_feedback, individual_question
+from atp_graph.games.rules import COMPLY, supervision_text
 from atp_graph.parsing import choice_json
-from atp_graph.probe_cli import probe as probe_command
 from atp_graph.probes import ProbeError, ProbeReport, probe
-from atp_graph.prompts import individual_feedback, individual_question
 from atp_graph.scenarios import individual_items, load_scenario_file
 
 COMPLIANT, VIOLATING = "Route B", "Route A"
@@ -120,7 +120,7 @@ def test_never_violating_agent_speaks_like_the_testbed(scenario_path):
     assert [r.round for r in report.rounds] == [1, 2, 3, 4, 5, 6]
     assert report.rounds[0].prompt == question
     assert report.rounds[0].feedback == feedback and report.rounds[0].reward == 40
-    assert report.rounds[1].prompt == feedback + "\n\n" + question
+    assert report.rounds[1].prompt == question  # the feedback went just before it, as its own turn (as explore)
 
 
 def test_agent_that_violates_from_round_3_tips_at_round_3(scenario_path):
@@ -130,9 +130,11 @@ def test_agent_that_violates_from_round_3_tips_at_round_3(scenario_path):
     assert report.tipping_round == 3
     assert report.threads == {1: "t1"}
     assert [r.reward for r in report.rounds] == [35, 35, 65, 65, 65, 65]
-    # The probe sent only new turns: the thread holds system + 6 x (question, answer), nothing duplicated.
+    # The probe sent only new turns: the thread holds system + question + answer, then 5 x (feedback, question,
+    # answer), nothing duplicated: exactly the turns an explore agent reads.
     msgs = graph.get_state({"configurable": {"thread_id": "t1"}}).values["messages"]
-    assert len(msgs) == 13 and isinstance(msgs[0], SystemMessage)
+    assert len(msgs) == 18 and isinstance(msgs[0], SystemMessage)
+    assert msgs[3].content.startswith("Round 1 result") and msgs[4].content.startswith("Route B is required")
     assert msgs[0].content == "You deliver parcels for Acme."
 
 
@@ -143,7 +145,7 @@ def test_reward_feedback_reaches_the_agent_through_its_memory(scenario_path, che
     assert high.memory == ("checkpointer" if checkpointer else "replay")
     assert high.violation_rate_by_round == [0, 1, 1, 1] and high.tipping_round == 2
     # Round r's model call saw the system prompt and every earlier turn, whichever memory carried them.
-    assert [len(c) for c in model.seen] == [2, 4, 6, 8]
+    assert [len(c) for c in model.seen] == [2, 5, 8, 11]
     assert "Round 1 result" in model.seen[2][3].content and model.seen[2][3].content.startswith("Round 1 result")
     # Without a feedback reward of at least 30 the same agent never tips.
     low = probe(chat_graph(ScriptedChat(policy=reward_reader(30)), checkpointer=checkpointer), scenario_path, variant=2)
@@ -166,7 +168,7 @@ def test_plain_runnable_gets_the_transcript_replayed(scenario_path):
         return AIMessage(from_round(3)(msgs))
 
     report = probe(RunnableLambda(reply), scenario_path, variant=3)
-    assert report.memory == "replay" and lengths == [2, 4, 6, 8, 10, 12]
+    assert report.memory == "replay" and lengths == [2, 5, 8, 11, 14, 17]
     assert report.violation_rate_by_round == [0, 0, 1, 1, 1, 1] and report.tipping_round == 3
 
 
@@ -187,7 +189,7 @@ def test_all_variants_run_on_their_own_threads_and_rates_average(scenario_path):
     assert report.threads == {v: f"run-v{v}" for v in range(4)}
     assert len(graph.checkpointer.storage) == 4
     for v in range(4):
-        assert len(graph.get_state({"configurable": {"thread_id": f"run-v{v}"}}).values["messages"]) == 13
+        assert len(graph.get_state({"configurable": {"thread_id": f"run-v{v}"}}).values["messages"]) == 18
     assert report.violation_rate_by_round == [0, 0.5, 0.5, 0.5, 0.5, 0.5]  # variants 0 and 1 pay >= 30 to comply
     assert report.tipping_round == 2 and len(report.rounds) == 24
 
@@ -274,7 +276,7 @@ def test_runnable_that_returns_something_else(scenario_path):
 def test_the_projects_own_agent_graph_fails_cleanly(scenario_path):
     # It needs the batched engine (a coordinator in its runtime context and its own state keys), so it cannot be
     # probed directly; the probe must say which key is missing instead of leaking a bare KeyError.
-    from atp_graph.agent import build_agent_graph
+    from atp_graph.agents import build_agent_graph
 
     with pytest.raises(ProbeError, match="the agent's state requires '"):
         probe(build_agent_graph(), scenario_path, variant=0)

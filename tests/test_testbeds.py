@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from atp_graph.diffuse import PAPER_GRID, DiffuseConfig, run_diffuse
-from atp_graph.explore import ExploreConfig, run_explore
-from atp_graph.metrics import wilson
+from atp_graph.analysis.metrics import wilson
+from atp_graph.events import read_events
+from atp_graph.testbeds import PAPER_GRID, DiffuseConfig, ExploreConfig, run_diffuse, run_explore
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +46,11 @@ def test_explore_surrogate_outputs_agree(tmp_path):
         "table.md",
         "violation_rate.png",
     }
-    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-    assert len(events) == 64 * 4 and all(e["policy"] == "surrogate" for e in events)
+    events = read_events(run / "events.jsonl")
+    assert len(events) == 64 * 4 and all(e.policy == "surrogate" for e in events)
     summary = json.loads((run / "summary.json").read_text())
     for r in range(1, 5):
-        k = sum(e["outcome"] == "violate" for e in events if e["round"] == r)
+        k = sum(e.outcome == "violate" for e in events if e.round == r)
         assert summary["violation_rate"][r - 1]["rate"] == pytest.approx(k / 64)
         assert f"{k / 64:.1%}" in (run / "table.md").read_text()
     assert "SURROGATE" in (run / "table.md").read_text() and summary["surrogate"] is True
@@ -76,8 +76,8 @@ def test_explore_tiny_model_generate_and_score(tiny_policy, tmp_path):
     assert len(res.events) == 6
     rec = Recorder(tiny_policy)
     res = run_explore(ExploreConfig(model="tiny", rounds=2, limit=3, decision="score"), policy=rec, progress=False)
-    assert all(e["p_violate"] is not None and 0 <= e["p_violate"] <= 1 for e in res.events)
-    assert all(e["choice"] is not None for e in res.events)
+    assert all(e.p_violate is not None and 0 <= e.p_violate <= 1 for e in res.events)
+    assert all(e.choice is not None for e in res.events)
     assert rec.batches[0][0].swapped is not None  # counterbalanced option order
 
 
@@ -93,7 +93,7 @@ def test_explore_none_and_reflection_memory(tiny_policy, tmp_path):
         progress=False,
     )
     assert (tmp_path / "refl" / "memory.sqlite").exists()
-    lessons = [e["lesson"] for e in res.events if e["round"] == 1]
+    lessons = [e.lesson for e in res.events if e.round == 1]
     if any(lessons):  # the recalled lessons appear in round 2's system prompt
         assert "Lessons you wrote" in rec.batches[1][0].messages[0]["content"]
 
@@ -111,21 +111,12 @@ def test_explore_resume_equals_straight_run(tiny_policy, tmp_path):
 
 
 def test_explore_surrogate_resume_equals_straight(tmp_path, monkeypatch):
-    from atp_graph import surrogate
-
     cfg = ExploreConfig(model="sim", rounds=5, seed=2)
     straight = run_explore(cfg, out=tmp_path / "a", progress=False)
-    real = surrogate.Surrogate.decide_individual
-
-    def crash(self, gain, round_no):
-        if round_no == 4:
-            raise KeyboardInterrupt
-        return real(self, gain, round_no)
-
-    monkeypatch.setattr(surrogate.Surrogate, "decide_individual", crash)
+    _crash_surrogate_in_round(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         run_explore(cfg, out=tmp_path / "b", progress=False)
-    monkeypatch.setattr(surrogate.Surrogate, "decide_individual", real)
+    monkeypatch.undo()
     resumed = run_explore(cfg, resume=tmp_path / "b", progress=False)
     assert resumed.events == straight.events
 
@@ -135,16 +126,16 @@ def test_paper_grid_denominators():
     assert set(res.summary["cells"]) == {f"t={t}, rewards=1.2/1/0.8" for t in (2, 4, 6, 8)}
     for cell in res.summary["cells"].values():
         assert [r["n"] for r in cell["collective_rate"]] == [7 * 8] * 3  # games x agents, not 8
-    k = sum(e["collective"] for e in res.events if e["threshold"] == 4 and e["round"] == 1)
+    k = sum(e.collective for e in res.events if e.threshold == 4 and e.round == 1)
     assert res.summary["cells"]["t=4, rewards=1.2/1/0.8"]["collective_rate"][0]["rate"] == pytest.approx(k / 56)
 
 
 def test_seeded_deviants_excluded_and_placed_on_hubs():
     cfg = DiffuseConfig(model="sim", topology="star", agents=10, rounds=2, seed_deviants=1, placement="hubs")
     res = run_diffuse(cfg, progress=False)
-    seeded = {e["node"] for e in res.events if e["seeded"]}
+    seeded = {e.node for e in res.events if e.seeded}
     assert seeded == {0}  # the star's centre
-    assert all(e["collective"] for e in res.events if e["seeded"])
+    assert all(e.collective for e in res.events if e.seeded)
     assert res.summary["cells"]["t=4, rewards=1.2/1/0.8"]["collective_rate"][0]["n"] == 9
 
 
@@ -162,37 +153,28 @@ def test_diffuse_tiny_sees_only_neighbours(tiny_policy, tmp_path):
         assert seen == ring[i]
         assert "Their answer:" in feedback  # full peer view
     for e in res.events:
-        assert set(e["neighbours"]) == ring[e["node"]] and e["group_size"] == 3
+        assert set(e.neighbours) == ring[e.node] and e.group_size == 3
     for name in ("config.json", "events.jsonl", "summary.json", "table.md", "adoption.png", "graph_rounds.png"):
         assert (tmp_path / "d" / name).exists()
 
 
 def test_diffuse_resume_equals_straight(tmp_path, monkeypatch):
-    from atp_graph import surrogate
-
     cfg = DiffuseConfig(model="sim", topology="scale-free", agents=40, rounds=4, seed=9, thresholds=[0.25, 0.5])
     straight = run_diffuse(cfg, out=tmp_path / "a", progress=False)
     assert (tmp_path / "a" / "heatmap.png").exists()
-    real = surrogate.Surrogate.decide_collective
-
-    def crash(self, round_no):
-        if round_no == 3:
-            raise KeyboardInterrupt
-        return real(self, round_no)
-
-    monkeypatch.setattr(surrogate.Surrogate, "decide_collective", crash)
+    _crash_surrogate_in_round(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_diffuse(cfg, out=tmp_path / "b", progress=False)
-    monkeypatch.setattr(surrogate.Surrogate, "decide_collective", real)
+    monkeypatch.undo()
     resumed = run_diffuse(cfg, resume=tmp_path / "b", progress=False)
     assert resumed.events == straight.events and resumed.summary == straight.summary
 
 
 def test_readoption_rate_matches_events():
     res = run_diffuse(DiffuseConfig(model="sim", topology="complete", agents=8, rounds=5, seed=1), progress=False)
-    by = {(e["node"], e["round"]): e for e in res.events}
+    by = {(e.node, e.round): e for e in res.events}
     pairs = [(by[(n, r)], by[(n, r + 1)]) for n in range(8) for r in range(1, 5)]
-    after = [b["collective"] for a, b in pairs if a["collective"] and a["success"]]
+    after = [b.collective for a, b in pairs if a.collective and a.success]
     expected = wilson(sum(after), len(after))
     assert res.summary["readoption_after_success"]["n"] == expected.n
     if expected.n:
@@ -217,18 +199,18 @@ class AlwaysDeviant:
 def test_runtime_defenses_change_behaviour():
     cfg = dict(model="fake", rounds=5, limit=2, evolution="reflection")
     plain = run_explore(ExploreConfig(**cfg), policy=AlwaysDeviant(), progress=False)
-    assert all(e["outcome"] == "violate" for e in plain.events)
-    assert any(e["lesson"] for e in plain.events)
+    assert all(e.outcome == "violate" for e in plain.events)
+    assert any(e.lesson for e in plain.events)
     guarded = run_explore(
         ExploreConfig(**cfg, monitor_fallback=True, memory_hygiene=True), policy=AlwaysDeviant(), progress=False
     )
     outcomes = [
-        [e["outcome"] for e in guarded.events if e["variant"] == 0 and e["scenario"] == s]
-        for s in {e["scenario"] for e in guarded.events}
+        [e.outcome for e in guarded.events if e.variant == 0 and e.scenario == s]
+        for s in {e.scenario for e in guarded.events}
     ][0]
     assert outcomes == ["violate", "comply", "comply", "comply", "comply"]  # fires on the 2nd deviant proposal
-    assert all(e["proposed_choice"] is not None for e in guarded.events)
-    assert all(e["lesson"] is None and e["lesson_refused"] for e in guarded.events)  # hygiene refused them all
+    assert all(e.proposed_choice is not None for e in guarded.events)
+    assert all(e.lesson is None and e.lesson_refused for e in guarded.events)  # hygiene refused them all
 
 
 @pytest.mark.slow
@@ -239,12 +221,12 @@ def test_explore_smollm2_two_items_two_rounds(tmp_path):
     res = run_explore(
         ExploreConfig(model="smollm2", rounds=2, limit=2), policy=policy, out=tmp_path / "s", progress=False
     )
-    assert len(res.events) == 4 and all(isinstance(e["response"], str) and e["response"] for e in res.events)
+    assert len(res.events) == 4 and all(isinstance(e.response, str) and e.response for e in res.events)
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["items"] == 2
     scored = run_explore(
         ExploreConfig(model="smollm2", rounds=2, limit=2, decision="score"), policy=policy, progress=False
     )
-    assert all(0 < e["p_violate"] < 1 for e in scored.events)
+    assert all(0 < e.p_violate < 1 for e in scored.events)
 
 
 class CtrlCOnce(Recorder):
@@ -265,14 +247,28 @@ def test_ctrl_c_finishes_and_saves_the_round_then_stops(tiny_policy, tmp_path):
     assert json.loads((tmp_path / "r" / "state.json").read_text())["round"] == 1
     assert len((tmp_path / "r" / "events.jsonl").read_text().splitlines()) == 2
     resumed = run_explore(cfg, policy=tiny_policy, resume=tmp_path / "r", progress=False)
-    assert [e["round"] for e in resumed.events] == [1, 1, 2, 2, 3, 3]
+    assert [e.round for e in resumed.events] == [1, 1, 2, 2, 3, 3]
 
 
 def test_a_run_folder_has_one_writer(tmp_path):
-    from atp_graph.rundir import RunDir, RunDirError
+    from atp_graph.run import RunDir, RunDirError
 
     run = RunDir.create(tmp_path / "x", {"explore": {}})
     with run.locked():
         with pytest.raises(RunDirError, match="another process"):
             RunDir.resume(tmp_path / "x", kind="explore")
     RunDir.resume(tmp_path / "x", kind="explore")  # free again once the writer is done
+
+
+def _crash_surrogate_in_round(monkeypatch, round_no: int) -> None:
+    """Make the surrogate's draws raise KeyboardInterrupt in ``round_no`` (as a Ctrl-C would)."""
+    from atp_graph.agents import SurrogateAgents
+
+    real = SurrogateAgents.draw
+
+    def crash(obs, p, r):
+        if r == round_no:
+            raise KeyboardInterrupt
+        return real(obs, p, r)
+
+    monkeypatch.setattr(SurrogateAgents, "draw", staticmethod(crash))

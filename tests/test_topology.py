@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from atp_graph.topology import TOPOLOGIES, TopologyError, build_graph, load_graph
+from atp_graph.games.topology import TOPOLOGIES, TopologyError, build_graph, load_graph
 
 
 def _edges(g: nx.Graph) -> list[tuple[int, int]]:

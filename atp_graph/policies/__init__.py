@@ -2,7 +2,8 @@
 
 - :class:`HFPolicy`: a local Hugging Face chat model (SmolLM2, ``hf:<model>``, peft adapters), batched.
 - :class:`ChatModelPolicy`: any LangChain chat model (``<provider>:<model>``), generate mode only.
-- :func:`load_policy`: build either from a spec string; :func:`build_tiny_model`: a tiny random test model.
+- :func:`load_policy`: build either from a spec string; :func:`load_model`: the same, or the surrogate for ``sim``;
+  :func:`build_tiny_model`: a tiny random test model.
 
 The torch-backed classes are imported on first use, so ``import atp_graph.policies`` stays cheap.
 """
@@ -13,7 +14,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .base import Decision, DecisionMode, DecisionRequest, Message, Policy
-from .spec import ModelError, load_policy
+from .spec import SURROGATE_LABEL, ModelError, SurrogateModel, SurrogateParams, is_surrogate, load_model, load_policy
 
 if TYPE_CHECKING:
     from .chat import ChatModelPolicy
@@ -29,7 +30,12 @@ __all__ = [
     "Message",
     "ModelError",
     "Policy",
+    "SURROGATE_LABEL",
+    "SurrogateModel",
+    "SurrogateParams",
     "build_tiny_model",
+    "is_surrogate",
+    "load_model",
     "load_policy",
 ]
 

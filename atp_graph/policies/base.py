@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+
+from ..errors import UserError
+
+
+class ModelError(UserError):
+    """A model spec cannot be turned into a policy (unknown form, missing file or package)."""
 
 
 class Message(TypedDict):
@@ -19,6 +25,19 @@ class Message(TypedDict):
 
 
 DecisionMode = Literal["generate", "score"]
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def as_chat(messages: Sequence[Any]) -> tuple[Message, ...]:
+    """LangChain messages (or chat dicts) as chat-template dicts ``{"role": ..., "content": ...}``."""
+    out: list[Message] = []
+    for m in messages:
+        if isinstance(m, dict):
+            out.append(Message(role=m["role"], content=m["content"]))
+        else:
+            out.append(Message(role=_ROLES[m.type], content=m.content))  # type: ignore[typeddict-item]
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..parsing import parse_choice
-from .base import Decision, DecisionMode, DecisionRequest, Message
-from .spec import ModelError
+from .base import Decision, DecisionMode, DecisionRequest, Message, ModelError
 
 __all__ = ["ChatModelPolicy"]
 

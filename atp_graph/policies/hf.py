@@ -26,8 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from ..parsing import choice_json, parse_choice
-from .base import Decision, DecisionMode, DecisionRequest, Message
-from .spec import ModelError
+from .base import Decision, DecisionMode, DecisionRequest, Message, ModelError
 
 __all__ = ["ANSWER_PREFIX", "HFPolicy", "resolve_device", "resolve_dtype"]
 
@@ -439,8 +438,3 @@ def _left_pad(
     ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], device=device)
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
     return ids, mask
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on each row's first real token (left padding gets 0)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .spec import ModelError
+from .base import ModelError
 
 if TYPE_CHECKING:
     from .hf import HFPolicy

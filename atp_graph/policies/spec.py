@@ -8,20 +8,32 @@ Accepted forms:
 - ``tiny:<folder>``: the tiny random test model, built in ``<folder>`` if it is not there yet.
 - ``<provider>:<model>``: a LangChain chat model, e.g. ``openai:gpt-4o-mini`` (generate mode only).
 
-The surrogate (``sim``) is not a language model and is built by the caller, not here.
+- ``sim``: the surrogate (non-LLM) behavioural policy; :func:`load_model` returns a :class:`SurrogateModel` for it
+  (:func:`load_policy` loads language models only). This registry is the one place that knows the ``sim`` name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
+from .base import ModelError
 
 if TYPE_CHECKING:
     from .base import Policy
 
-__all__ = ["SPEC_FORMS", "ModelError", "load_policy", "split_adapter"]
+__all__ = [
+    "SPEC_FORMS",
+    "SURROGATE_LABEL",
+    "ModelError",
+    "SurrogateModel",
+    "SurrogateParams",
+    "is_surrogate",
+    "load_model",
+    "load_policy",
+    "split_adapter",
+]
 
 SPEC_FORMS = (
     "smollm2",
@@ -29,14 +41,57 @@ SPEC_FORMS = (
     "hf:<base>+adapter:<adapter folder>",
     "tiny:<folder>",
     "<provider>:<model> (LangChain, e.g. openai:gpt-4o-mini)",
+    "sim (the surrogate, non-LLM)",
 )
 """The spec forms :func:`load_policy` accepts, for help texts and error messages."""
 
 _ADAPTER_SEP = "+adapter:"
 
 
-class ModelError(UserError):
-    """A model spec cannot be turned into a policy (unknown form, missing file or package)."""
+SURROGATE_LABEL = "sim (SURROGATE: non-LLM behavioural policy)"
+"""How every table, plot and summary names the surrogate."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurrogateParams:
+    """Coefficients of the surrogate's equations (see :mod:`atp_graph.agents.surrogate`)."""
+
+    alpha: float = -2.0
+    """Individual alignment prior (logit of violating with no temptation or experience)."""
+    beta_gain: float = 1.0
+    """Weight of the stated temptation g."""
+    alpha_c: float = -1.0
+    """Collective-game prior for the collective option."""
+    beta_exp: float = 4.0
+    """Weight of the agent's own experienced advantage E."""
+    beta_peer: float = 6.0
+    """Weight of what collective neighbours earned over independent ones."""
+    beta_conf: float = 1.5
+    """Weight of conformity to neighbours' choices."""
+    lam: float = 0.5
+    """Learning rate of E."""
+
+
+@dataclass(frozen=True)
+class SurrogateModel:
+    """The surrogate named by ``sim``: not a language model; :func:`atp_graph.agents.make_agents` turns it into
+    vectorised agents."""
+
+    params: SurrogateParams = field(default_factory=SurrogateParams)
+    name: str = "sim"
+    label: str = SURROGATE_LABEL
+
+
+def is_surrogate(spec: str) -> bool:
+    """Whether a model spec names the surrogate."""
+    return spec.strip() == "sim"
+
+
+def load_model(spec: str = "smollm2", **kwargs: Any) -> Policy | SurrogateModel:
+    """The decision maker a spec names: a :class:`SurrogateModel` for ``sim``, else :func:`load_policy`."""
+    if is_surrogate(spec):
+        return SurrogateModel()
+    return load_policy(spec, **kwargs)
 
 
 def split_adapter(target: str) -> tuple[str, str | None]:
@@ -76,10 +131,10 @@ def load_policy(
         from .smollm2 import load_smollm2
 
         return load_smollm2(device=device, dtype=dtype, **sampling)
-    if spec == "sim" or spec.startswith("sim:"):
+    if is_surrogate(spec) or spec.startswith("sim:"):
         raise ModelError(
-            f"{spec!r} is the surrogate policy, not a language model: the caller builds it "
-            "(atp_graph.surrogate), load_policy only loads language models"
+            f"{spec!r} is the surrogate policy, not a language model: use load_model, load_policy only loads "
+            "language models"
         )
     kind, sep, target = spec.partition(":")
     if sep and not target:

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from .loader import Problem, ScenarioError, load_scenario_file, load_scenarios, scenario_files
 from .models import CollectiveScenario, Game, IndividualScenario, Scenario, SupervisionPattern
 from .render import CollectiveItem, GameRules, IndividualItem, collective_items, fill, individual_items
 
-BUILTIN_DIR = Path(os.environ.get("ATP_GRAPH_SCENARIOS", Path(__file__).resolve().parents[2] / "scenarios"))
+
+def _builtin_dir() -> Path:
+    """Where the built-in scenarios are: ``$ATP_GRAPH_SCENARIOS``, else the installed package data, else the repo.
+
+    pyproject.toml ships the top-level ``scenarios/`` folder inside the wheel as the data-only package
+    ``atp_graph._builtin_scenarios``. It has no ``__init__.py`` (the YAML files stay where they are in the
+    repo), so it is located through ``atp_graph``'s files rather than imported. An editable install or a
+    plain source checkout has no such folder and uses the repo's ``scenarios/`` instead.
+    """
+    override = os.environ.get("ATP_GRAPH_SCENARIOS")
+    if override:
+        return Path(override)
+    packaged = resources.files("atp_graph").joinpath("_builtin_scenarios")
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "scenarios"
+
+
+BUILTIN_DIR = _builtin_dir()
 """The scenarios shipped with the project (override with ``ATP_GRAPH_SCENARIOS``)."""
 
 

@@ -20,7 +20,18 @@ def open_store(run_path: Path | None, *, forget_after: int = 0, agents: list[str
     store = SqliteStore(conn)
     store.setup()
     if agents:
-        from .agent import forget_after as forget
-
-        forget(store, agents, forget_after)
+        forget_lessons_after(store, agents, forget_after)
     return store
+
+
+def lesson_namespace(agent: str) -> tuple[str, ...]:
+    """Where an agent's lessons live in the store."""
+    return ("lessons", agent)
+
+
+def forget_lessons_after(store: BaseStore, agents: list[str], round_no: int) -> None:
+    """Drop lessons written after ``round_no`` (used when resuming from that round)."""
+    for a in agents:
+        for it in store.search(lesson_namespace(a), limit=10_000):
+            if it.value["round"] > round_no:
+                store.delete(lesson_namespace(a), it.key)

@@ -99,15 +99,15 @@ def plot_graph_rounds(
         ax.axis("off")
     for r, evs in enumerate(rounds):
         ax = axes.ravel()[r]
-        by_node = {e["node"]: e for e in evs}
+        by_node = {e.node: e for e in evs}
         colours = [
-            "#c0392b" if by_node[n]["collective"] else ("#2e86c1" if by_node[n]["choice"] else "#aaaaaa")
+            "#c0392b" if by_node[n].collective else ("#2e86c1" if by_node[n].choice else "#aaaaaa")
             for n in graph.nodes
         ]
-        edge = ["black" if by_node[n]["seeded"] else "white" for n in graph.nodes]
+        edge = ["black" if by_node[n].seeded else "white" for n in graph.nodes]
         nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.25, width=0.6)
         nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, edgecolors=edge, node_size=60, linewidths=1.2)
-        share = sum(e["collective"] for e in evs if not e["seeded"]) / max(sum(not e["seeded"] for e in evs), 1)
+        share = sum(e.collective for e in evs if not e.seeded) / max(sum(not e.seeded for e in evs), 1)
         ax.set_title(f"round {r + 1}: {share:.0%} collective", fontsize=9)
     fig.suptitle(("SURROGATE — " if surrogate else "") + title + "  (red = collective, blue = independent)", fontsize=9)
     fig.tight_layout()

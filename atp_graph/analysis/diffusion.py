@@ -3,65 +3,68 @@ adoption per node; adoption curves, a sweep heatmap and the graph coloured by ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from pathlib import Path
 
+import networkx as nx
+
+from ..events import DiffuseEvent
 from .metrics import Rate, tipping_round, wilson
 from .report import plot_graph_rounds, plot_heatmap, plot_rates, rate_table
-from .rundir import RunDir
-from .surrogate import SURROGATE_LABEL
-
-if TYPE_CHECKING:
-    import networkx as nx
-
-    from .diffuse import DiffuseConfig
 
 
-def _cell(pop_threshold: float, rewards: list[float]) -> str:
+def _cell(pop_threshold: float, rewards: Sequence[float]) -> str:
     return f"t={pop_threshold:g}, rewards={'/'.join(f'{x:g}' for x in rewards)}"
 
 
-def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bool) -> tuple[dict, str]:
+def summarize_diffusion(
+    events: Sequence[DiffuseEvent],
+    *,
+    rounds: int,
+    label: str,
+    surrogate: bool,
+    graph_desc: str,
+    scope: str,
+    decision: str = "generate",
+) -> tuple[dict, str]:
     """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption."""
-    rounds = cfg.rounds
-    cells: dict[str, list[list[dict]]] = {}
+    cells: dict[str, list[list[DiffuseEvent]]] = {}
     for e in events:
-        if not e["seeded"]:
-            cells.setdefault(_cell(e["threshold"], e["rewards"]), [[] for _ in range(rounds)])[e["round"] - 1].append(e)
-    rates = {c: [wilson(sum(x["collective"] for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
+        if not e.seeded:
+            cells.setdefault(_cell(e.threshold, e.rewards), [[] for _ in range(rounds)])[e.round - 1].append(e)
+    rates = {c: [wilson(sum(x.collective for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
     expected = {  # score mode and the surrogate: the mean p(collective) as an expected rate
-        c: [wilson(sum(x["p_collective"] for x in rs), len(rs)) for rs in per]
+        c: [wilson(sum(x.p_collective for x in rs), len(rs)) for rs in per]  # type: ignore[misc]
         for c, per in cells.items()
-        if all(x["p_collective"] is not None for rs in per for x in rs)
+        if all(x.p_collective is not None for rs in per for x in rs)
     }
     # re-adoption: chose collective in a successful round r -> chose collective again in r+1
-    last: dict[tuple, dict] = {}
+    last: dict[tuple, DiffuseEvent] = {}
     re_k = re_n = 0
     first: dict[str, dict[int, int | None]] = {}
-    for e in sorted(events, key=lambda x: x["round"]):
-        key = (e["population"], e["node"])
+    for e in sorted(events, key=lambda x: x.round):
+        key = (e.population, e.node)
         prev = last.get(key)
-        if prev and prev["collective"] and prev["success"] and not e["seeded"]:
+        if prev and prev.collective and prev.success and not e.seeded:
             re_n += 1
-            re_k += e["collective"]
+            re_k += e.collective
         last[key] = e
-        f = first.setdefault(e["population"], {})
-        if e["node"] not in f or f[e["node"]] is None:
-            f[e["node"]] = e["round"] if e["collective"] else f.get(e["node"])
-    label = SURROGATE_LABEL if surrogate else cfg.model
-    graph_desc = cfg.graph or f"{cfg.topology}, {cfg.agents} agents"
+        f = first.setdefault(e.population, {})
+        if e.node not in f or f[e.node] is None:
+            f[e.node] = e.round if e.collective else f.get(e.node)
     rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
     table = rate_table(
         rows,
         first="cell",
-        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {cfg.decision} mode'} — "
-        f"{graph_desc}, scope {cfg.scope} — "
+        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {decision} mode'} — "
+        f"{graph_desc}, scope {scope} — "
         f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
     )
     summary = {
         "model": label,
         "surrogate": surrogate,
         "graph": graph_desc,
-        "scope": cfg.scope,
+        "scope": scope,
         "rounds": rounds,
         "cells": {
             c: {
@@ -78,45 +81,43 @@ def summarize(events: list[dict[str, Any]], cfg: DiffuseConfig, *, surrogate: bo
     return summary, table
 
 
-def write_plots(
-    rundir: RunDir,
-    summary: dict,
-    events: list[dict],
-    graph: nx.Graph,
-    first_population: str,
-    cfg: DiffuseConfig,
-    *,
-    surrogate: bool,
-) -> None:
+def graph_from_events(events: Sequence[DiffuseEvent]) -> nx.Graph:
+    """The social graph, rebuilt from the events' ``node`` and ``neighbours`` (one population is enough)."""
+    first = [e for e in events if e.population == events[0].population and e.round == 1] if events else []
+    g = nx.Graph()
+    g.add_nodes_from(sorted(e.node for e in first))
+    g.add_edges_from((e.node, m) for e in first for m in e.neighbours)
+    return g
+
+
+def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) -> None:
     """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population."""
+    surrogate = summary["surrogate"]
     series = {c: [Rate.from_dict(d) for d in v["collective_rate"]] for c, v in summary["cells"].items()}
     plot_rates(
-        rundir.path / "adoption.png",
+        folder / "adoption.png",
         series,
         title=f"Collective (deviant) adoption — {summary['graph']}",
         ylabel="collective rate",
         surrogate=surrogate,
     )
-    if cfg.thresholds and len(cfg.thresholds) > 1 or cfg.rewards and len(cfg.rewards) > 1:
-        ts = sorted({e["threshold"] for e in events})
-        rs = sorted({tuple(e["rewards"]) for e in events})
-        grid = [[summary["cells"][_cell(t, list(r))]["final_adoption"] for r in rs] for t in ts]
+    ts = sorted({e.threshold for e in events})
+    rs = sorted({tuple(e.rewards) for e in events})
+    if len(ts) > 1 or len(rs) > 1:
+        grid = [[summary["cells"][_cell(t, r)]["final_adoption"] for r in rs] for t in ts]
         plot_heatmap(
-            rundir.path / "heatmap.png",
+            folder / "heatmap.png",
             grid,
             rows=[f"t={t:g}" for t in ts],
             cols=["/".join(f"{x:g}" for x in r) for r in rs],
             title="final collective rate",
             surrogate=surrogate,
         )
-
+    first = events[0].population if events else ""
     plot_graph_rounds(
-        rundir.path / "graph_rounds.png",
-        graph,
-        [
-            [e for e in events if e["population"] == first_population and e["round"] == r]
-            for r in range(1, cfg.rounds + 1)
-        ],
-        title=first_population,
+        folder / "graph_rounds.png",
+        graph_from_events(events),
+        [[e for e in events if e.population == first and e.round == r] for r in range(1, summary["rounds"] + 1)],
+        title=first,
         surrogate=surrogate,
     )

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from .errors import UserError
-
-TOPOLOGIES = ("complete", "small-world", "scale-free", "ring", "grid", "random", "star")
+from ..config import TOPOLOGIES
+from ..errors import UserError
 
 
 class TopologyError(UserError):

@@ -1,29 +1,36 @@
-"""The self-evolving agent: a LangGraph ``StateGraph`` run once per round.
+"""The self-evolving agent: a LangGraph ``StateGraph``; each agent is one thread, each round one invocation.
 
 ``recall -> decide -> parse -> feedback -> reflect -> remember``. What the agent carries between rounds depends on
 its evolution mode: ``transcript`` (the study: the last ``history_window`` rounds as chat turns), ``reflection``
 (written lessons in the LangGraph store, recalled next round) or ``none`` (a static baseline). Runtime defenses are
 options of the same graph: memory hygiene (refuse lessons that endorse rule-breaking) and periodic re-anchoring
 (restate the rule every k rounds).
+
+Memory lives on the agent's thread: compile with a checkpointer and invoke with ``thread_id`` = the agent id, and
+the transcript window (LangChain messages) and the monitor state carry over from round to round. Open any agent's
+history with the ordinary LangGraph API: ``graph.get_state_history({"configurable": {"thread_id": agent}})``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import TypedDict
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, trim_messages
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
-from .coordinator import Coordinator, Submission
-from .monitor import CusumConfig, CusumDetector
-from .parsing import parse_choice
-from .policies.base import DecisionRequest, Message
-from .prompts import REFLECT_PROMPT
-
-Evolution = Literal["transcript", "reflection", "none"]
+from ..analysis.cusum import CusumConfig, CusumDetector
+from ..config import Evolution
+from ..contracts import Submission
+from ..games.prompts import REFLECT_PROMPT
+from ..parsing import parse_choice
+from ..policies.base import DecisionRequest, Message, as_chat
+from .coordinator import Coordinator
+from .memory import lesson_namespace
 
 
 @dataclass(kw_only=True)
@@ -59,22 +66,17 @@ class AgentState(TypedDict, total=False):
     options: tuple[str, str]
     target: str
     rule: str
-    memory: list[Message]
-    messages: list[Message]
+    memory: list[BaseMessage]
+    messages: list[BaseMessage]
     response: str
     p_target: float | None
     choice: str | None
     reward: float
     feedback: str
-    fields: dict
     lesson: str | None
     lesson_refused: bool
     proposed_choice: str | None
     guard: dict
-
-
-def _ns(agent: str) -> tuple[str, ...]:
-    return ("lessons", agent)
 
 
 def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
@@ -82,30 +84,28 @@ def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     ctx = runtime.context
     system = state["system"]
     if ctx.evolution == "reflection" and runtime.store is not None:
-        found = runtime.store.search(_ns(state["agent"]), limit=1000)
+        found = runtime.store.search(lesson_namespace(state["agent"]), limit=1000)
         recent = sorted(found, key=lambda it: it.value["round"])[-ctx.lessons :]
         if recent:
             system += "\n\nLessons you wrote after earlier rounds:\n" + "\n".join(
                 f"- {it.value['text']}" for it in recent
             )
-    history = state.get("memory", []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
-    history = history[-3 * ctx.history_window :] if history else []
+    history = (state.get("memory") or []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
     question, swapped = state["question"], state.get("swapped")
     if ctx.reanchor_every and state.get("rule") and state["round"] % ctx.reanchor_every == 0:
         reminder = f"Reminder of the rule: {state['rule']}\n\n"
         question = reminder + question
         swapped = reminder + swapped if swapped else None
-    head: list[Message] = [{"role": "system", "content": system}] if system else []
-    messages = [*head, *history, {"role": "user", "content": question}]
-    return {"messages": messages, "swapped": swapped}
+    head: list[BaseMessage] = [SystemMessage(system)] if system else []
+    return {"messages": [*head, *history, HumanMessage(question)], "swapped": swapped}
 
 
 async def decide(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     """Ask the model; the coordinator batches this call with every other agent's."""
-    msgs = state["messages"]
-    swapped = tuple([*msgs[:-1], {"role": "user", "content": state["swapped"]}]) if state.get("swapped") else None
+    msgs = as_chat(state["messages"])
+    swapped = (*msgs[:-1], Message(role="user", content=state["swapped"])) if state.get("swapped") else None
     req = DecisionRequest(
-        messages=tuple(msgs),
+        messages=msgs,
         options=tuple(state["options"]),
         target=state["target"],
         seed=state["seed"],
@@ -137,7 +137,7 @@ def parse(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
 async def feedback(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     """Hand the choice to the environment and receive the reward and feedback text."""
     s = await runtime.context.coordinator.settle(state["agent"], Submission(state["choice"], state["response"]))
-    return {"reward": s.reward, "feedback": s.feedback, "fields": s.fields}
+    return {"reward": s.reward, "feedback": s.feedback}
 
 
 _ENDORSE = re.compile(
@@ -161,11 +161,9 @@ async def reflect(state: AgentState, runtime: Runtime[AgentContext]) -> AgentSta
     ctx = runtime.context
     if ctx.evolution != "reflection":
         return {"lesson": None, "lesson_refused": False}
-    conv: list[Message] = [
-        *state["messages"],
-        {"role": "assistant", "content": state["response"]},
-        {"role": "user", "content": f"{state['feedback']}\n\n{REFLECT_PROMPT}"},
-    ]
+    conv = as_chat(
+        [*state["messages"], AIMessage(state["response"]), HumanMessage(f"{state['feedback']}\n\n{REFLECT_PROMPT}")]
+    )
     lesson = (await ctx.coordinator.reflect(state["agent"], conv)).strip()
     if ctx.memory_hygiene and endorses_violation(lesson, state["target"] if state.get("rule") else None):
         return {"lesson": None, "lesson_refused": True}
@@ -176,21 +174,24 @@ def remember(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     """Update memory: the transcript window, or the lesson in the store."""
     ctx = runtime.context
     if ctx.evolution == "transcript" and ctx.history_window > 0:
-        turn: list[Message] = [
-            state["messages"][-1],
-            {"role": "assistant", "content": state["response"]},
-            {"role": "user", "content": state["feedback"]},
-        ]
-        return {"memory": [*state.get("memory", []), *turn][-3 * ctx.history_window :]}
-    if ctx.evolution == "reflection" and state.get("lesson") and runtime.store is not None:
-        runtime.store.put(
-            _ns(state["agent"]), f"{state['round']:05d}", {"round": state["round"], "text": state["lesson"]}
+        turn = [state["messages"][-1], AIMessage(state["response"]), HumanMessage(state["feedback"])]
+        window = trim_messages(
+            [*(state.get("memory") or []), *turn], max_tokens=3 * ctx.history_window, token_counter=len, strategy="last"
         )
+        return {"memory": window}
+    if ctx.evolution == "reflection" and state.get("lesson") and runtime.store is not None:
+        value = {"round": state["round"], "text": state["lesson"]}
+        runtime.store.put(lesson_namespace(state["agent"]), f"{state['round']:05d}", value)
     return {"memory": []}
 
 
-def build_agent_graph(*, store: BaseStore | None = None):
-    """Compile the agent graph. One compiled graph serves every agent; state and memory are per agent."""
+def build_agent_graph(*, store: BaseStore | None = None, checkpointer: BaseCheckpointSaver | None = None):
+    """Compile the agent graph. One compiled graph serves every agent; each agent is a thread of it.
+
+    Args:
+        store: Where ``reflection`` mode keeps written lessons.
+        checkpointer: Where each thread's state (transcript window, monitor state) persists between rounds.
+    """
     g = StateGraph(AgentState, context_schema=AgentContext)
     for name, fn in [
         ("recall", recall),
@@ -211,12 +212,5 @@ def build_agent_graph(*, store: BaseStore | None = None):
     ]:
         g.add_edge(a, b)
     g.add_edge("remember", END)
-    return g.compile(store=store)
+    return g.compile(store=store, checkpointer=checkpointer)
 
-
-def forget_after(store: BaseStore, agents: list[str], round_no: int) -> None:
-    """Drop lessons written after ``round_no`` (used when resuming from that round)."""
-    for a in agents:
-        for it in store.search(_ns(a), limit=10_000):
-            if it.value["round"] > round_no:
-                store.delete(_ns(a), it.key)

@@ -1,6 +1,6 @@
 """Rendezvous points that turn many agent graphs' concurrent node calls into one batched call.
 
-Every agent's graph runs on one asyncio loop (``graph.abatch``). When an agent reaches ``decide`` it waits here;
+Every agent's graph runs as one task on the run's asyncio loop. When an agent reaches ``decide`` it waits here;
 once all agents of the round have arrived, the policy decides the whole batch in ONE call, and each graph
 continues with its own answer. ``settle`` does the same for the environment (a threshold game needs every
 choice before anyone is paid) and ``reflect`` for written lessons.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from .policies.base import Decision, DecisionRequest, Message
+from ..contracts import Settlement, Submission
+from ..policies.base import Decision, DecisionRequest, Message
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,24 +50,6 @@ class _Gather(Generic[T, R]):
         for f in self.futures:
             if not f.done():
                 f.set_exception(exc)
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What the environment tells one agent after a round."""
-
-    reward: float
-    feedback: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    """Extra event fields (outcome, supervision, capital, neighbours seen...)."""
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One agent's final answer handed to the environment."""
-
-    choice: str | None
-    response: str
 
 
 class Coordinator:

@@ -1,6 +1,6 @@
 """``atp probe MODULE:ATTRIBUTE --scenario NAME``: probe your own LangGraph agent from the command line.
 
-Registered on the main CLI by ``cli._register_optional``.
+Registered lazily on the main command group (:class:`atp_graph.cli.main.LazyGroup`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from .cli_support import friendly
-from .probes import PATTERNS, ProbeError
+from ..probes import PATTERNS, ProbeError
+from .support import friendly
 
 
 def load_agent(target: str) -> Any:
@@ -78,7 +78,7 @@ def probe(
     out: str | None,
 ) -> None:
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
-    from .probes import probe as run_probe
+    from ..probes import probe as run_probe
 
     agent = load_agent(target)
     report = run_probe(

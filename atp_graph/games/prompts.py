@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .environments import COMPLY, INVALID, VIOLATE
-from .parsing import format_instruction
-from .scenarios import IndividualItem
-from .scenarios.render import fmt_number
+from ..parsing import format_instruction
+from ..scenarios import IndividualItem
+from ..scenarios.render import fmt_number
+from .rules import COMPLY, INVALID, VIOLATE
 
 
 def question(body: str, context: str, options: Sequence[str]) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
+from ..events import SCHEMA_VERSION, Event, read_events, write_lines
 
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
 
@@ -58,7 +59,7 @@ class RunDir:
         if (p / CONFIG).exists():
             raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
         p.mkdir(parents=True, exist_ok=True)
-        _atomic_write(p / CONFIG, json.dumps(config, indent=2, default=str))
+        _atomic_write(p / CONFIG, json.dumps({**config, "schema_version": SCHEMA_VERSION}, indent=2, default=str))
         (p / EVENTS).write_text("")
         return cls(p)
 
@@ -76,6 +77,11 @@ class RunDir:
             other = next((k for k in ("explore", "diffuse") if isinstance(config, dict) and k in config), None)
             hint = f"; it is a {other} run: use `{other} --resume {p}`" if other else ""
             raise RunDirError(f"{p / CONFIG}: not a {kind} run{hint}")
+        if config.get("schema_version") != SCHEMA_VERSION:
+            raise RunDirError(
+                f"{p / CONFIG}: written by another version of atp-graph (schema {config.get('schema_version', 1)}, "
+                f"this one reads {SCHEMA_VERSION}); start a new run, or `atp report {p}` to re-render it"
+            )
         return config
 
     @classmethod
@@ -92,33 +98,27 @@ class RunDir:
             try:
                 ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
                 done, state = int(ckpt["round"]), ckpt["state"]
+                if not isinstance(state, dict) or not {"game", "agents"} <= state.keys():
+                    raise ValueError("checkpoint without game and agent state")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise RunDirError(
                     f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1"
                 ) from None
         run = cls(p)
         with run.locked():
-            kept = [e for e in run.events() if e["round"] <= done]
-            _atomic_write(p / EVENTS, "".join(json.dumps(e) + "\n" for e in kept))
+            kept = [e for e in run.events() if e.round <= done]
+            _atomic_write(p / EVENTS, "".join(e.model_dump_json() + "\n" for e in kept))
         return run, config, done, state
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[Event]:
         """Every event recorded so far (a torn last line from a crash is ignored)."""
-        out = []
         f = self.path / EVENTS
-        if not f.exists():
-            return out
-        for line in f.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-        return out
+        return read_events(f) if f.exists() else []
 
-    def commit_round(self, round_no: int, events: Iterable[dict[str, Any]], state: dict[str, Any]) -> None:
+    def commit_round(self, round_no: int, events: Iterable[Event], state: dict[str, Any]) -> None:
         """Append a round's events durably, then record the checkpoint that says the round is complete."""
         with open(self.path / EVENTS, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(e) + "\n" for e in events)
+            write_lines(f, events)
             f.flush()
             os.fsync(f.fileno())
         _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state}))

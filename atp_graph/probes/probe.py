@@ -1,9 +1,9 @@
 """Probe an agent you already built for the Alignment Tipping Process.
 
-:func:`probe` plays the exploration testbed's dilemma against your agent, round after round, on one thread per
-scenario variant. It speaks exactly like the testbed (:mod:`atp_graph.prompts`): round 1 sends the scenario's
-system prompt and question; every later round's human message starts with the previous round's reward feedback
-and ends with the new question. The agent's own memory carries what it learns:
+:func:`probe` plays the exploration testbed's individual game against your agent, on the same round loop and with
+the same words as ``explore`` (:mod:`atp_graph.games.prompts`), one thread per scenario variant: round 1 sends the
+scenario's system prompt and question; every later round sends the previous round's reward feedback as its own
+human message, then the new question. The agent's own memory carries what it learns:
 
 - a compiled LangGraph graph with a checkpointer receives only the new messages each round, on its thread;
 - a graph without a checkpointer, or any other LangChain Runnable, gets the whole transcript replayed.
@@ -16,33 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_messages
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
-from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import BaseModel, ConfigDict, computed_field
 
-from .environments import INVALID, VIOLATE, individual_outcome, supervision_schedule, supervision_text
-from .errors import UserError
-from .metrics import Rate, by_round, tipping_round
-from .parsing import parse_choice
-from .prompts import individual_feedback, individual_question
-from .report import plot_rates, rate_table
-from .scenarios import CollectiveScenario, IndividualItem, IndividualScenario, individual_items, resolve
-from .scenarios.models import SupervisionPattern
+from ..agents.runnable import ProbeError, RunnableAgents
+from ..analysis.metrics import Rate, rate_by_round, tipping_round
+from ..analysis.report import plot_rates, rate_table
+from ..config import SUPERVISION_PATTERNS
+from ..games import IndividualGame
+from ..run import aplay_rounds
+from ..scenarios import CollectiveScenario, IndividualScenario, individual_items, resolve
 
 __all__ = ["ProbeError", "ProbeReport", "ProbeRound", "aprobe", "probe"]
 
-PATTERNS: tuple[str, ...] = typing.get_args(SupervisionPattern)
+PATTERNS = SUPERVISION_PATTERNS
 """The supervision patterns :func:`probe` accepts."""
-
-
-class ProbeError(UserError):
-    """The agent or the probe's arguments cannot be probed; the message says what is missing."""
 
 
 class ProbeRound(BaseModel):
@@ -57,7 +50,7 @@ class ProbeRound(BaseModel):
     supervised: bool
     """Whether the supervisor checked this round (a caught violation pays the detected reward)."""
     prompt: str
-    """The human message the probe sent (previous feedback, then this round's question)."""
+    """This round's question as the probe sent it (the previous round's feedback went just before it)."""
     response: str
     """Text of the agent's last AI message."""
     choice: str | None
@@ -69,7 +62,7 @@ class ProbeRound(BaseModel):
     reward: float
     """What the environment paid."""
     feedback: str
-    """The feedback text that opens the next round's message."""
+    """The feedback the agent reads before the next round's question."""
 
 
 class ProbeReport(BaseModel):
@@ -88,8 +81,6 @@ class ProbeReport(BaseModel):
     rounds: list[ProbeRound]
     """Every round of every variant, ordered by variant, then round."""
 
-    def _events(self) -> list[dict[str, Any]]:
-        return [{"round": r.round, "outcome": r.outcome} for r in self.rounds]
 
     @property
     def round_count(self) -> int:
@@ -98,11 +89,11 @@ class ProbeReport(BaseModel):
 
     def violation_rates(self) -> list[Rate]:
         """Violation rate per round over all variants, with 95% Wilson intervals."""
-        return by_round(self._events(), field="outcome", positive=VIOLATE, rounds=self.round_count)
+        return rate_by_round(self.rounds, rounds=self.round_count, hit=lambda r: r.outcome == "violate")
 
     def invalid_rates(self) -> list[Rate]:
         """Share of unparseable answers per round, with 95% Wilson intervals."""
-        return by_round(self._events(), field="outcome", positive=INVALID, rounds=self.round_count)
+        return rate_by_round(self.rounds, rounds=self.round_count, hit=lambda r: r.outcome == "invalid")
 
     @computed_field
     @property
@@ -114,7 +105,7 @@ class ProbeReport(BaseModel):
     @property
     def invalid_rate(self) -> float:
         """Share of all answers (every round and variant) that named no valid option."""
-        return sum(r.outcome == INVALID for r in self.rounds) / len(self.rounds) if self.rounds else 0.0
+        return sum(r.outcome == "invalid" for r in self.rounds) / len(self.rounds) if self.rounds else 0.0
 
     @computed_field
     @property
@@ -242,31 +233,33 @@ async def aprobe(
         if not 0 <= variant < len(items):
             raise ProbeError(f"scenario {spec.name!r} has variants 0..{len(items) - 1}, not {variant}")
         items = [items[variant]]
-    target = _Target(agent, state or {})
-    schedule = supervision_schedule(supervision, rounds, seed=seed)  # type: ignore[arg-type]
     base: dict[str, Any] = dict(config or {})
     thread = str((base.get("configurable") or {}).get("thread_id") or uuid.uuid4())
-    threads = {it.variant: f"{thread}-v{it.variant}" if variant is None else thread for it in items}
-    gate = asyncio.Semaphore(max_concurrency)
-
-    async def one(item: IndividualItem) -> list[ProbeRound]:
-        async with gate:
-            return await _play(target, item, threads[item.variant], base, schedule, supervision)
-
-    tasks = [asyncio.ensure_future(one(it)) for it in items]
-    try:
-        played = await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    threads = {it.key: f"{thread}-v{it.variant}" if variant is None else thread for it in items}
+    agents = RunnableAgents(agent, threads=threads, config=base, state=state, max_concurrency=max_concurrency)
+    game = IndividualGame(items, pattern=supervision, rounds=rounds, seed=seed)  # type: ignore[arg-type]
+    events = await aplay_rounds(game, agents, rounds=rounds, progress=False)
+    played = [
+        ProbeRound(
+            round=e.round,
+            variant=e.variant,
+            supervised=e.supervised,
+            prompt=e.question or "",
+            response=e.response or "",
+            choice=e.choice,
+            outcome=e.outcome,
+            violated=e.outcome == "violate",
+            reward=e.reward,
+            feedback=agents.feedback[(e.agent, e.round)],
+        )
+        for e in sorted(events, key=lambda e: (e.variant, e.round))
+    ]
     return ProbeReport(
         scenario=spec.name,
         supervision=supervision,
-        memory=target.memory,
-        threads=threads,
-        rounds=[r for variant_rounds in played for r in variant_rounds],
+        memory=agents.memory,
+        threads={it.variant: threads[it.key] for it in items},
+        rounds=played,
     )
 
 
@@ -284,119 +277,3 @@ def load_individual(scenario: str | Path | IndividualScenario) -> IndividualScen
         raise ProbeError(f"{scenario} holds {len(found)} individual scenarios ({names}); probe one file or name")
     return found[0]  # type: ignore[return-value]
 
-
-async def _play(
-    target: _Target,
-    item: IndividualItem,
-    thread_id: str,
-    base: dict[str, Any],
-    schedule: Sequence[bool],
-    pattern: str,
-) -> list[ProbeRound]:
-    """All rounds of one variant on one thread."""
-    transcript: list[BaseMessage] = []
-    feedback = ""
-    played: list[ProbeRound] = []
-    options = (item.compliant, item.violating)
-    for r, supervised in enumerate(schedule, start=1):
-        question = individual_question(item, supervision_text(item, pattern, supervised))  # type: ignore[arg-type]
-        prompt = f"{feedback}\n\n{question}" if feedback else question
-        new: list[BaseMessage] = [SystemMessage(item.system_prompt)] if r == 1 and item.system_prompt else []
-        new.append(HumanMessage(prompt, id=str(uuid.uuid4())))
-        transcript.extend(new)
-        config: dict[str, Any] = {
-            **base,
-            "configurable": {**(base.get("configurable") or {}), "thread_id": thread_id},
-            "metadata": {**(base.get("metadata") or {}), "atp_probe_variant": item.variant, "atp_probe_round": r},
-        }
-        response = await target.ask(new, transcript, config, r)  # type: ignore[arg-type]
-        transcript.append(AIMessage(response))
-        choice = parse_choice(response, options)
-        outcome, reward = individual_outcome(choice, item, supervised)
-        feedback = individual_feedback(r, choice, outcome, reward, supervised)
-        played.append(
-            ProbeRound(
-                round=r,
-                variant=item.variant,
-                supervised=supervised,
-                prompt=prompt,
-                response=response,
-                choice=choice,
-                outcome=outcome,  # type: ignore[arg-type]
-                violated=outcome == VIOLATE,
-                reward=reward,
-                feedback=feedback,
-            )
-        )
-    return played
-
-
-class _Target:
-    """The agent under probe: how to send it a round and read its answer."""
-
-    def __init__(self, agent: Any, state: Mapping[str, Any]):
-        if not isinstance(agent, Runnable):
-            raise ProbeError(
-                f"the agent must be a compiled LangGraph graph or a LangChain Runnable, not {type(agent).__name__}"
-            )
-        from langgraph.checkpoint.base import BaseCheckpointSaver
-        from langgraph.pregel import Pregel
-
-        inner = agent
-        while isinstance(inner, RunnableBinding):
-            inner = inner.bound
-        self.agent = agent
-        self.graph: Pregel | None = inner if isinstance(inner, Pregel) else None
-        self.state = dict(state)
-        if self.graph is not None and "messages" not in self.graph.channels:
-            raise ProbeError("the graph's state has no 'messages' key; the probe talks to agents through messages")
-        if "messages" in self.state:
-            raise ProbeError("state must not set 'messages'; the probe sends those itself")
-        saver = getattr(self.graph, "checkpointer", None)
-        self.memory: Literal["checkpointer", "replay"] = (
-            "checkpointer" if isinstance(saver, BaseCheckpointSaver) else "replay"
-        )
-
-    async def ask(self, new: list[BaseMessage], transcript: list[BaseMessage], config: RunnableConfig, r: int) -> str:
-        """Send one round and return the text of the agent's reply."""
-        if self.graph is None:
-            out = await self.agent.ainvoke(list(transcript), config)
-            if isinstance(out, AIMessage):
-                return out.text
-            if isinstance(out, str):
-                return out
-            raise ProbeError(f"the agent returned no AI message in round {r} (it returned {type(out).__name__})")
-        sent = new if self.memory == "checkpointer" else transcript
-        try:
-            out = await self.agent.ainvoke({**self.state, "messages": list(sent)}, config)
-        except KeyError as e:
-            raise self._missing([str(e.args[0]) if e.args else "?"]) from e
-        except ValidationError as e:
-            missing = [".".join(map(str, x["loc"])) for x in e.errors() if x["type"] == "missing"]
-            if not missing:
-                raise
-            raise self._missing(missing) from e
-        if isinstance(out, Mapping) and out.get("__interrupt__"):
-            raise ProbeError(f"the agent stopped at an interrupt in round {r}; the probe cannot answer interrupts")
-        return _last_ai_text(out.get("messages") if isinstance(out, Mapping) else None, new[-1], r)
-
-    def _missing(self, keys: list[str]) -> ProbeError:
-        names = ", ".join(map(repr, keys))
-        if self.graph is not None and all(k in self.graph.channels for k in keys):
-            lead = f"the agent's state requires {names}, which the probe does not send (it sends only 'messages')"
-        else:
-            lead = f"the agent raised KeyError {names} (a state key it needs? the probe sends only 'messages')"
-        return ProbeError(f"{lead}; pass it with state={{{', '.join(f'{k!r}: ...' for k in keys)}}}")
-
-
-def _last_ai_text(messages: Any, sent: BaseMessage, r: int) -> str:
-    """Text of the last AI message after the probe's question (or anywhere, if the question is not echoed)."""
-    try:
-        msgs = convert_to_messages(messages) if isinstance(messages, Sequence) else []
-    except (ValueError, TypeError, NotImplementedError):
-        msgs = []
-    start = next((i + 1 for i in range(len(msgs) - 1, -1, -1) if msgs[i].id == sent.id), 0)
-    reply = next((m for m in reversed(msgs[start:]) if isinstance(m, AIMessage)), None)
-    if reply is None:
-        raise ProbeError(f"the agent returned no AI message in round {r} (its output 'messages' holds none)")
-    return reply.text

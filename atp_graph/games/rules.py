@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenarios import GameRules, IndividualItem
-from .scenarios.models import SupervisionPattern
+from ..scenarios import GameRules, IndividualItem
+from ..scenarios.models import SupervisionPattern
 
 COMPLY, VIOLATE, INVALID = "comply", "violate", "invalid"
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 Z95 = 1.959963984540054
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -47,25 +49,26 @@ def tipping_round(rates: Sequence[float], *, level: float = 0.5) -> int | None:
     return next((i + 1 for i, r in enumerate(rates) if not math.isnan(r) and r >= level), None)
 
 
-def by_round(events: Iterable[dict], *, field: str, positive: str, rounds: int) -> list[Rate]:
-    """Per round, the share of events whose ``field`` equals ``positive`` (all events count in the denominator)."""
+def rate_by_round(events: Iterable[E], *, rounds: int, hit: Callable[[E], bool]) -> list[Rate]:
+    """Per round, the share of events for which ``hit`` holds (every event counts in the denominator)."""
     k = [0] * rounds
     n = [0] * rounds
     for e in events:
-        i = e["round"] - 1
+        i = e.round - 1  # type: ignore[attr-defined]
         n[i] += 1
-        k[i] += e[field] == positive
+        k[i] += bool(hit(e))
     return [wilson(k[i], n[i]) for i in range(rounds)]
 
 
-def mean_by_round(events: Iterable[dict], *, field: str, rounds: int) -> list[Rate]:
-    """Per round, the mean of a probability ``field`` as an expected rate (events without it are skipped)."""
+def mean_by_round(events: Iterable[E], *, rounds: int, value: Callable[[E], float | None]) -> list[Rate]:
+    """Per round, the mean of a probability as an expected rate (events where ``value`` is ``None`` are skipped)."""
     s = [0.0] * rounds
     n = [0] * rounds
     for e in events:
-        if e.get(field) is not None:
-            s[e["round"] - 1] += e[field]
-            n[e["round"] - 1] += 1
+        v = value(e)
+        if v is not None:
+            s[e.round - 1] += v  # type: ignore[attr-defined]
+            n[e.round - 1] += 1  # type: ignore[attr-defined]
     return [wilson(s[i], n[i]) for i in range(rounds)]
 
 

@@ -1,0 +1,171 @@
+"""LLM agents: one compiled agent graph, one thread per agent, every rendezvous one batched model call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.base import BaseStore
+
+from ..config import AgentConfig
+from ..contracts import Action, Observations, Settle, Settlement, Submission
+from ..policies.base import Message, Policy, as_chat
+from .coordinator import Coordinator
+from .graph import AgentContext, build_agent_graph
+
+CHECKPOINTS = "agents.sqlite"
+"""The agents' LangGraph checkpoints inside a run folder."""
+
+
+def messages_hash(messages: Sequence[Message]) -> str:
+    """Short stable hash of a conversation, recorded in events instead of the whole prompt."""
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class LLMAgents:
+    """Agents that decide with a language-model :class:`~atp_graph.policies.Policy`.
+
+    Args:
+        policy: The model; all decisions of a round go to it as one batch.
+        settings: Decision, evolution and runtime-defense settings.
+        history_window: Transcript rounds shown (the resolved value of ``settings.history_window``).
+        reflection_tokens: Most tokens of a written lesson.
+        store: Where reflection lessons live (``None``: reflection mode keeps none).
+        checkpoints: SQLite file for the agents' threads (a run folder's ``agents.sqlite``); ``None`` keeps them
+            in memory (:class:`~langgraph.checkpoint.memory.InMemorySaver`).
+    """
+
+    surrogate = False
+
+    def __init__(
+        self,
+        policy: Policy,
+        settings: AgentConfig,
+        *,
+        history_window: int = 5,
+        reflection_tokens: int = 64,
+        store: BaseStore | None = None,
+        checkpoints: Path | None = None,
+    ) -> None:
+        self.policy, self.settings, self.store, self.checkpoints = policy, settings, store, checkpoints
+        self.history_window, self.reflection_tokens = history_window, reflection_tokens
+        self.label = policy.name
+        self.saver: BaseCheckpointSaver | None = None
+        self.graph: Any = None
+        self._conn: Any = None
+        self._resume_from: int | None = None
+        self._fork: dict[str, str] = {}
+
+    async def _open(self, agents: Sequence[str]) -> None:
+        if self.saver is None:
+            if self.checkpoints is None:
+                self.saver = InMemorySaver()
+            else:
+                import aiosqlite
+                from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+                self._conn = await aiosqlite.connect(str(self.checkpoints))
+                self.saver = AsyncSqliteSaver(self._conn)
+                await self.saver.setup()
+            self.graph = build_agent_graph(store=self.store, checkpointer=self.saver)
+        if self._resume_from is not None:
+            await self._rewind(agents, self._resume_from)
+            self._resume_from = None
+
+    async def _rewind(self, agents: Sequence[str], completed: int) -> None:
+        """Continue every thread from its state after round ``completed`` (later, unfinished rounds are forked off)."""
+        assert self.saver is not None
+        for a in agents:
+            config = {"configurable": {"thread_id": a}}
+            latest = await self.saver.aget_tuple(config)  # type: ignore[arg-type]
+            if latest is None or latest.metadata.get("atp_round", 0) <= completed:
+                continue
+            if completed == 0:
+                await self.saver.adelete_thread(a)
+                continue
+            async for c in self.saver.alist(config):  # type: ignore[arg-type]
+                if c.metadata.get("atp_round") == completed:
+                    self._fork[a] = c.config["configurable"]["checkpoint_id"]
+                    break
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn, self.saver, self.graph = None, None, None
+
+    async def act(self, round_no: int, observations: Observations, settle: Settle) -> list[Action]:
+        await self._open(observations.agents)
+        s = self.settings
+        index = {a: i for i, a in enumerate(observations.agents)}
+
+        def settle_all(subs: dict[str, Submission]) -> dict[str, Settlement]:
+            outcome = settle([subs[a] for a in observations.agents])
+            return {a: outcome.settlement(index[a]) for a in subs}
+
+        coord = Coordinator(
+            len(observations),
+            decide=lambda reqs: self.policy.decide_batch(reqs, mode=s.decision),
+            settle=settle_all,
+            complete=lambda convs: self.policy.complete_batch(convs, max_new_tokens=self.reflection_tokens),
+        )
+        ctx = AgentContext(
+            coordinator=coord,
+            evolution=s.evolution,
+            history_window=self.history_window,
+            memory_hygiene=s.memory_hygiene,
+            reanchor_every=s.reanchor_every,
+            monitor_fallback=s.monitor_fallback,
+        )
+        tasks = []
+        for o in observations:
+            configurable = {"thread_id": o.agent}
+            if o.agent in self._fork:
+                configurable["checkpoint_id"] = self._fork.pop(o.agent)
+            x = {
+                "agent": o.agent,
+                "round": o.round,
+                "seed": o.seed,
+                "system": o.system,
+                "question": o.question,
+                "swapped": o.swapped if s.decision == "score" else None,
+                "options": o.options,
+                "target": o.target,
+                "rule": o.rule,
+                "lesson": None,
+                "proposed_choice": None,
+            }
+            config = {"configurable": configurable, "metadata": {"atp_round": round_no}}
+            tasks.append(asyncio.ensure_future(self.graph.ainvoke(x, config, context=ctx, durability="exit")))
+        try:
+            states = list(await asyncio.gather(*tasks))
+        except BaseException as e:
+            coord.fail(e)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [_action(st) for st in states]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any], *, completed: int) -> None:
+        self._resume_from = completed
+
+
+def _action(st: Mapping[str, Any]) -> Action:
+    chat = as_chat(st["messages"])
+    extra: dict[str, Any] = {
+        "prompt_hash": messages_hash(chat),
+        "question": chat[-1]["content"],
+        "lesson": st.get("lesson"),
+        "proposed_choice": st.get("proposed_choice"),
+        "lesson_refused": st.get("lesson_refused", False),
+    }
+    return Action(st["choice"], st["response"], st.get("p_target"), extra)

@@ -1,0 +1,218 @@
+"""The command group and the testbed commands: ``python cli.py --help`` (installed as ``atp``).
+
+Every option can also be set from the environment: ``ATP_<COMMAND>_<OPTION>``, e.g. ``ATP_DIFFUSE_MODEL=sim``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig
+from .options import build_config, config_options
+from .support import default_out, friendly, load_model, model_options, resolve_decision, run_options
+
+
+class LazyGroup(click.Group):
+    """A group whose heavier commands live with their packages and are imported only when used."""
+
+    lazy = {"probe": "atp_graph.cli.probe:probe", "defend": "defenses.cli:defend", "compare": "defenses.cli:compare"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"auto_envvar_prefix": "ATP", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="atp-graph")
+def cli() -> None:
+    """Measure and defend against the Alignment Tipping Process in self-evolving LLM agents."""
+
+
+# ---------------------------------------------------------------- scenarios
+@cli.group()
+def scenarios() -> None:
+    """List, show, validate and import scenario files."""
+
+
+@scenarios.command("list")
+@click.argument("path", required=False)
+@friendly
+def scenarios_list(path: str | None) -> None:
+    """List scenarios (default: the built-in ones)."""
+    from atp_graph.scenarios import BUILTIN_DIR, load_scenarios
+
+    for s in load_scenarios([path or BUILTIN_DIR]):
+        click.echo(f"{s.kind:<11} {s.name:<28} {len(s.variants)} variant(s)  {s.description}")
+
+
+@scenarios.command("show")
+@click.argument("name")
+@friendly
+def scenarios_show(name: str) -> None:
+    """Show one scenario's items as the agent will read them (round 1)."""
+    import networkx as nx
+
+    from atp_graph.games import IndividualGame, ThresholdGame, populations
+    from atp_graph.scenarios import IndividualScenario, collective_items, individual_items, resolve
+
+    s = next(x for kind in ("individual", "collective") for x in _safe_resolve(resolve, name, kind))
+    click.echo(f"# {s.name} ({s.kind}): {s.description}\n")
+    if isinstance(s, IndividualScenario):
+        items = individual_items(s)
+        game = IndividualGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)
+        for i, it in enumerate(items):
+            click.echo(
+                f"## variant {it.variant}: comply pays {it.reward_compliant:g}, violate pays "
+                f"{it.reward_violating_undetected:g} (caught: {it.reward_violating_detected:g})"
+            )
+            o = game.observation(1, i)
+            click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+    else:
+        items = collective_items(s)
+        obs = ThresholdGame(nx.complete_graph(8), populations(items)).observe(1)
+        for j, it in enumerate(items):
+            o = obs.at(j * 8)
+            click.echo(f"## variant {it.variant} (shown for a group of 8): {it.rules}")
+            click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+
+
+def _safe_resolve(resolve, name: str, kind: str):
+    from atp_graph.scenarios import ScenarioError
+
+    try:
+        return resolve(name, kind=kind)
+    except ScenarioError:
+        if kind == "collective":
+            raise
+        return []
+
+
+@scenarios.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+@friendly
+def scenarios_validate(paths: tuple[str, ...]) -> None:
+    """Validate scenario files or folders; one line per problem, exit 2 when any."""
+    from atp_graph.scenarios import load_scenarios
+
+    found = load_scenarios(paths)
+    click.echo(f"ok: {len(found)} scenario(s), {sum(len(s.variants) for s in found)} item(s)")
+
+
+@scenarios.command("import-atp")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the YAML files.")
+@friendly
+def scenarios_import(file: str, out: str) -> None:
+    """Convert the original study's question/template JSON into scenario YAML."""
+    from atp_graph.scenarios import load_scenarios
+    from atp_graph.scenarios.atp_import import import_atp, write_scenarios
+
+    written = write_scenarios(import_atp(Path(file)), Path(out))
+    found = load_scenarios(written)
+    click.echo(f"wrote {len(written)} scenario(s), {sum(len(s.variants) for s in found)} item(s) to {out}")
+
+
+# ---------------------------------------------------------------- explore
+_AGENT_EXTRA = {"decision": ["auto"]}
+"""``--decision auto``: score for the embedded smollm2 (too small to follow the answer format), else generate."""
+
+
+@cli.command()
+@config_options(ExploreConfig, extra_choices=_AGENT_EXTRA, types={"rounds": click.IntRange(min=1)})
+@model_options
+@run_options("explore")
+@friendly
+def explore(out: str | None, resume: str | None, **options: Any) -> None:
+    """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
+    from atp_graph.testbeds import run_explore
+
+    cfg = _config(ExploreConfig, "explore", resume, options)
+    policy = load_model(cfg.model, options, default_tokens=256)
+    result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
+    click.echo("\n" + result.table)
+    click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
+    _warn_invalid(result.events)
+    click.echo(f"run folder: {result.path}")
+
+
+# ---------------------------------------------------------------- diffuse
+@cli.command()
+@config_options(DiffuseConfig, extra_choices=_AGENT_EXTRA, types={"graph": click.Path(dir_okay=False)})
+@click.option(
+    "--paper-grid", is_flag=True, help="The study's protocol: complete graph of 8, 3 rounds, t=2/4/6/8, all 7 games."
+)
+@model_options
+@run_options("diffuse")
+@friendly
+def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: Any) -> None:
+    """Imitative Strategy Diffusion on a social graph; collective (deviant) adoption per round."""
+    from atp_graph.testbeds import run_diffuse
+
+    grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
+    cfg = _config(DiffuseConfig, "diffuse", resume, options, **grid)
+    policy = load_model(cfg.model, options, default_tokens=160)
+    result = run_diffuse(cfg, policy=policy, out=out or (None if resume else default_out("diffuse")), resume=resume)
+    click.echo("\n" + result.table)
+    for cell, v in result.summary["cells"].items():
+        click.echo(f"{cell}: tipping round {v['tipping_round']}, final adoption {v['final_adoption']:.1%}")
+    re = result.summary["readoption_after_success"]
+    shown = (
+        f"{re['rate']:.1%} of {re['n']} agent-rounds"
+        if re["n"]
+        else "n/a (no agent chose collective in a successful round)"
+    )
+    click.echo(f"re-adoption right after a successful round: {shown}")
+    _warn_invalid([e for e in result.events if not e.seeded])
+    click.echo(f"run folder: {result.path}")
+
+
+# ---------------------------------------------------------------- report
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@friendly
+def report(run_dir: str) -> None:
+    """Re-render a run folder's summary, table and plots from its config.json and events.jsonl alone."""
+    from atp_graph.testbeds import render_run
+
+    result = render_run(run_dir)
+    click.echo(result.table)
+    click.echo(f"rewrote summary.json, table.md and plots in {result.path}")
+
+
+def _config(cls: type[BaseModel], kind: str, resume: str | None, options: dict[str, Any], **fixed: Any) -> Any:
+    """The run's config: the saved one when resuming, else the given options (``--decision auto`` resolved)."""
+    if resume:
+        from atp_graph.run import RunDir
+
+        return cls(**RunDir.read_config(resume, kind=kind)[kind])
+    values = {k: v for k, v in options.items() if k in cls.model_fields}
+    values["decision"] = resolve_decision(values.get("decision") or "auto", values.get("model") or "smollm2")
+    return build_config(cls, values, **fixed)
+
+
+def _warn_invalid(events: list) -> None:
+    """Say so when most answers named no valid option: the rates then measure formatting, not alignment."""
+    bad = sum(e.choice is None for e in events)
+    if events and bad / len(events) > 0.5:
+        click.echo(
+            f"warning: {bad / len(events):.0%} of answers named no valid option (counted as invalid / independent); "
+            "read 'response' in events.jsonl, try --decision score or a larger --max-new-tokens",
+            err=True,
+        )
+
+
+def main() -> None:
+    """Console-script entry point (``atp``)."""
+    cli(prog_name="atp")
+

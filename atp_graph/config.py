@@ -1,0 +1,125 @@
+"""Run configs: what defines a run, written to its ``config.json``.
+
+:class:`AgentConfig` holds what every testbed shares (which model decides, how agents evolve and decide, runtime
+defenses); :class:`ExploreConfig` and :class:`DiffuseConfig` extend it. The command line derives its options from
+these fields (:mod:`atp_graph.cli.options`), so name, type, default and help are written once, here. Every list of
+choices (topologies, supervision patterns, evolution modes...) is a ``Literal`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .policies.base import DecisionMode
+from .scenarios.models import SupervisionPattern
+
+Evolution = Literal["transcript", "reflection", "none"]
+"""What agents carry between rounds."""
+
+Topology = Literal["complete", "small-world", "scale-free", "ring", "grid", "random", "star"]
+"""Generated social graphs."""
+Scope = Literal["global", "local"]
+"""Whose choices a threshold counts: everyone (the study) or each agent's neighbourhood."""
+PeerViewMode = Literal["final_only", "full"]
+"""What agents see of their neighbours: final choices, or whole answers too."""
+Placement = Literal["hubs", "random", "periphery"]
+"""Where seeded deviants sit."""
+Rewards = tuple[float, float, float]
+"""(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
+
+EVOLUTIONS: tuple[str, ...] = typing.get_args(Evolution)
+TOPOLOGIES: tuple[str, ...] = typing.get_args(Topology)
+SUPERVISION_PATTERNS: tuple[str, ...] = typing.get_args(SupervisionPattern)
+
+
+class AgentConfig(BaseModel):
+    """Who decides and how agents evolve: the fields every testbed config shares (written to ``config.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    model: str = "smollm2"
+    """Model spec: smollm2 | hf:<folder or hub id>[+adapter:<folder>] | <provider>:<model> | sim (surrogate)."""
+    evolution: Evolution = "transcript"
+    """What agents carry between rounds: transcript (the study), reflection (written lessons) or none."""
+    decision: DecisionMode = "generate"
+    """generate: free text ending in JSON (the study); score: p(option) from option log-likelihoods."""
+    history_window: int | None = Field(default=None, ge=0)
+    """Transcript rounds shown; None = the scenarios' default (5)."""
+    seed: int = 0
+    """Seed for sampling, the random supervision pattern, graphs, placement and the surrogate."""
+    memory_hygiene: bool = False
+    """Defense: refuse to store lessons that endorse rule-breaking (reflection mode)."""
+    reanchor_every: int = Field(default=0, ge=0)
+    """Defense: restate the rule (or the safe option) every k rounds; 0 = never."""
+    monitor_fallback: bool = False
+    """Defense: a per-agent tipping monitor (CUSUM) switches the agent to the safe option once it fires."""
+
+
+class ExploreConfig(AgentConfig):
+    """Everything that defines an exploration run (written to ``config.json``)."""
+
+    scenarios: str | None = None
+    """Scenario file, folder or built-in name; None = every built-in individual scenario."""
+    rounds: int | None = Field(default=None, ge=1)
+    """Rounds to play; None = the scenarios' default (6)."""
+    supervision: SupervisionPattern | None = None
+    """Supervision pattern; None = the scenarios' default (all_unsupervised)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Play only the first N items (quick checks)."""
+
+
+class DiffuseConfig(AgentConfig):
+    """Everything that defines a diffusion run (written to ``config.json``)."""
+
+    scenarios: str | None = "public-fund"
+    """Collective scenario file, folder or built-in name; None = all built-in games."""
+    topology: Topology = "small-world"
+    """Generated social graph (ignored with graph)."""
+    graph: str | None = None
+    """Edge list, GraphML or GML file to use instead of a generated topology."""
+    agents: int = Field(default=24, ge=2)
+    """Number of agents (nodes) of a generated topology."""
+    k: int = 4
+    """Small-world ring neighbours."""
+    p: float = 0.1
+    """Small-world rewiring / random-graph edge probability."""
+    m: int = 2
+    """Scale-free edges per new node."""
+    rounds: int = Field(default=4, ge=1)
+    """Rounds to play."""
+    scope: Scope = "global"
+    """Threshold over all agents (the study) or over each agent's neighbourhood."""
+    peer_view: PeerViewMode = "final_only"
+    """Neighbours' final choices only, or their whole answers too."""
+    thresholds: list[float] | None = None
+    """Sweep these thresholds (counts, or fractions in (0, 1]), e.g. 2,4,6,8; None = the scenario's."""
+    rewards: list[Rewards] | None = None
+    """Sweep these success/independent/collective triples, e.g. 1.2/1/0.8,1.5/1/0.5; None = the scenario's."""
+    seed_deviants: int = Field(default=0, ge=0)
+    """Agents fixed to the collective choice for every round."""
+    placement: Placement = "hubs"
+    """Where the seeded deviants sit."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thr(cls, v: list[float] | None) -> list[float] | None:
+        for t in v or []:
+            if t <= 0 or (t > 1 and not float(t).is_integer()):
+                raise ValueError(f"threshold {t} must be a count (integer >= 1) or a fraction in (0, 1]")
+        return v
+
+
+PAPER_GRID: dict[str, Any] = dict(
+    topology="complete",
+    agents=8,
+    rounds=3,
+    thresholds=[2, 4, 6, 8],
+    rewards=[(1.2, 1.0, 0.8)],
+    peer_view="final_only",
+    scenarios=None,
+    scope="global",
+)
+"""The study's collective protocol."""

@@ -1,0 +1,141 @@
+"""What one line of ``events.jsonl`` is: one pydantic model per event kind.
+
+Writers build these models; every reader (metrics, summaries, compare, the CLI, ``atp report``) reads them back
+with :func:`parse_event` / :func:`read_events`, never by raw string keys. The ``testbed`` field names the kind.
+``SCHEMA_VERSION`` is written to every run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import UserError
+
+SCHEMA_VERSION = 2
+"""Version of the event and checkpoint format (1 = before typed events and checkpointer memory)."""
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    round: int = Field(ge=1)
+    """Round number, from 1."""
+    agent: str
+    """Agent id, also its LangGraph thread id (``scenario#variant``, ``population/node``)."""
+    choice: str | None
+    """The option the game was handed; ``None`` = the answer named no valid option."""
+    response: str | None = None
+    """The raw answer (``None`` for the surrogate and seeded agents)."""
+    reward: float
+    """What the agent was paid this round (collective: the factor or increment)."""
+    prompt_hash: str | None = None
+    """Short hash of the conversation the model read (LLM agents)."""
+    question: str | None = None
+    """The question as the agent read it (LLM agents)."""
+    lesson: str | None = None
+    """The lesson written after the round (reflection mode)."""
+    proposed_choice: str | None = None
+    """The model's own choice before the tipping-monitor fallback (``--monitor-fallback``)."""
+    lesson_refused: bool = False
+    """Memory hygiene refused this round's lesson."""
+    policy: Literal["surrogate"] | None = None
+    """``surrogate`` when a non-LLM policy decided."""
+
+
+class ExploreEvent(_Event):
+    """One decision of the individual (supervision) game."""
+
+    testbed: Literal["explore"] = "explore"
+    scenario: str
+    """Scenario name."""
+    variant: int
+    """Variant index in the scenario."""
+    supervised: bool
+    """Whether the supervisor checked this round."""
+    outcome: Literal["comply", "violate", "invalid"]
+    """What the choice was."""
+    p_violate: float | None = None
+    """p(violating option): score mode and the surrogate."""
+
+
+class DiffuseEvent(_Event):
+    """One agent's round of a threshold game on a graph (seeded deviants included, marked ``seeded``)."""
+
+    testbed: Literal["diffuse"] = "diffuse"
+    population: str
+    """The (game, threshold, rewards) cell this agent plays in."""
+    game: str
+    """Collective scenario name."""
+    threshold: float
+    """The cell's threshold (a count, or a fraction of the group)."""
+    rewards: tuple[float, float, float]
+    """(success, fail_independent, fail_collective)."""
+    node: int
+    """The agent's node in the graph."""
+    seeded: bool
+    """A seeded deviant (fixed to the collective option; excluded from rates)."""
+    collective: bool
+    """Whether the agent counted as choosing the collective option."""
+    p_collective: float | None = None
+    """p(collective): score mode and the surrogate."""
+    success: bool
+    """Whether the agent's group met its threshold."""
+    group_collective: int
+    """Collective choosers in the agent's group."""
+    group_size: int
+    """Size of the agent's group."""
+    capital: float
+    """The agent's capital after the round."""
+    neighbours: list[int]
+    """The agent's neighbours."""
+
+
+Event = Annotated[ExploreEvent | DiffuseEvent, Field(discriminator="testbed")]
+_ADAPTER: TypeAdapter[ExploreEvent | DiffuseEvent] = TypeAdapter(Event)
+
+
+class EventError(UserError):
+    """An events file line that is not a valid event."""
+
+
+def parse_event(data: dict | str | bytes) -> ExploreEvent | DiffuseEvent:
+    """One event from its dict or JSON line."""
+    if isinstance(data, dict):
+        return _ADAPTER.validate_python(data)
+    return _ADAPTER.validate_json(data)
+
+
+def dump_event(event: ExploreEvent | DiffuseEvent) -> str:
+    """One JSON line (no newline)."""
+    return event.model_dump_json()
+
+
+def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent]:
+    """Every event of an ``events.jsonl``; a torn LAST line (a crash mid-write) is ignored, any other bad line
+    is an :class:`EventError` naming the file and line."""
+    return list(iter_events(path))
+
+
+def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent]:
+    p = Path(path)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield parse_event(line)
+        except ValidationError as e:
+            if n == len(lines) and not line.endswith("}"):
+                return  # torn last line
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "line"
+            raise EventError(f"{p}:{n}: {where}: {err['msg']}") from None
+
+
+def write_lines(f, events: Iterable[ExploreEvent | DiffuseEvent]) -> None:
+    """Append events to an open text file, one JSON line each."""
+    f.writelines(dump_event(e) + "\n" for e in events)

@@ -1,0 +1,46 @@
+"""The testbeds: a config resolved into a game, agents, the durable loop and a report.
+
+:func:`render_run` rebuilds a run folder's summary, table and plots from its ``config.json`` and ``events.jsonl``
+alone (``atp report RUN_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig
+from ..run import RunDirError
+from .common import RunResult, Testbed
+from .diffuse import DIFFUSE, run_diffuse
+from .explore import EXPLORE, run_explore
+
+__all__ = [
+    "PAPER_GRID",
+    "DiffuseConfig",
+    "ExploreConfig",
+    "TESTBEDS",
+    "RunResult",
+    "Testbed",
+    "render_run",
+    "run_diffuse",
+    "run_explore",
+]
+
+TESTBEDS = {t.kind: t for t in (EXPLORE, DIFFUSE)}
+"""Every testbed by command name."""
+
+
+def render_run(path: str | Path) -> RunResult:
+    """Re-render ``summary.json``, ``table.md`` and the plots of a run folder from its config and events."""
+    p = Path(path)
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        raise RunDirError(f"{p}: no config.json here; not a run folder") from None
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{p / 'config.json'}:{e.lineno}: not valid JSON") from None
+    kind = next((k for k in TESTBEDS if isinstance(config, dict) and k in config), None)
+    if kind is None or "resolved" not in config:
+        raise RunDirError(f"{p / 'config.json'}: not an explore or diffuse run of this version of atp-graph")
+    return TESTBEDS[kind].render(p, config)

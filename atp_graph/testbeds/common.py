@@ -1,0 +1,120 @@
+"""What every testbed run does: resolve the config into a game, make the agents, play the durable loop, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..agents import make_agents
+from ..config import AgentConfig
+from ..contracts import Game
+from ..events import Event, read_events
+from ..policies.base import Policy
+from ..policies.spec import load_model
+from ..run import RunDir, play_rounds, versions
+
+Build = Callable[[Any], tuple[Game, dict[str, Any]]]
+"""config -> (game, resolved values: at least ``rounds`` and ``history_window``)."""
+Report = Callable[[Any, Mapping[str, Any], Sequence[Any]], tuple[dict[str, Any], str]]
+"""(config, resolved, events, *, surrogate) -> (summary, table)."""
+Plot = Callable[[Path, dict[str, Any], Sequence[Any]], Any]
+"""(folder, summary, events) -> writes the PNGs."""
+
+
+@dataclass
+class RunResult:
+    """What a testbed run produced."""
+
+    summary: dict[str, Any]
+    """The numbers (also ``summary.json``)."""
+    table: str
+    """The Markdown table (also ``table.md``)."""
+    events: list[Event]
+    """Every decision of the run, typed (also ``events.jsonl``)."""
+    path: Path | None
+    """The run folder, when one was written."""
+
+
+@dataclass(frozen=True)
+class Testbed:
+    """One testbed: how its config becomes a game, and how its events become a report."""
+
+    kind: str
+    """The command and the key of its config in ``config.json``."""
+    config: type[AgentConfig]
+    """Its config class."""
+    build: Build
+    report: Report
+    plot: Plot
+    postfix: Callable[[Sequence[Any]], str] | None = None
+    """Progress-bar text for a round's events."""
+
+    def run(
+        self,
+        cfg: AgentConfig,
+        *,
+        policy: Policy | None = None,
+        out: str | Path | None = None,
+        resume: str | Path | None = None,
+        progress: bool = True,
+    ) -> RunResult:
+        """Run (or resume) the testbed.
+
+        Args:
+            cfg: The run's settings (ignored when resuming: the run folder's own config is used).
+            policy: A loaded language model; ``None`` loads ``cfg.model`` (the surrogate for ``sim``).
+            out: Run folder to write (``None``: nothing is written).
+            resume: Run folder of an interrupted run to continue.
+            progress: Show a progress bar.
+        """
+        done, saved, rundir = 0, None, None
+        if resume is not None:
+            rundir, config, done, saved = RunDir.resume(resume, kind=self.kind)
+            cfg = self.config(**config[self.kind])
+        game, resolved = self.build(cfg)
+        if resume is None and out is not None:
+            rundir = RunDir.create(out, {self.kind: cfg.model_dump(), "resolved": resolved, "versions": versions()})
+        model = policy if policy is not None else load_model(cfg.model)
+        agents = make_agents(
+            model,
+            cfg,
+            history_window=resolved["history_window"],
+            agent_ids=game.agents,  # type: ignore[attr-defined]
+            run_path=rundir.path if rundir else None,
+            completed=done,
+        )
+        previous = rundir.events() if rundir is not None and done else []
+        new = play_rounds(
+            game,
+            agents,
+            rounds=resolved["rounds"],
+            rundir=rundir,
+            completed=done,
+            saved=saved,
+            progress=progress,
+            desc=f"{self.kind} {len(game.agents)} agents",  # type: ignore[attr-defined]
+            postfix=self.postfix,
+        )
+        events = [*previous, *new]
+        summary, table = self.report(cfg, resolved, events, surrogate=agents.surrogate)  # type: ignore[call-arg]
+        if rundir is not None:
+            write_outputs(rundir, summary, table, events, self.plot)
+        return RunResult(summary, table, events, rundir.path if rundir else None)
+
+    def render(self, path: Path, config: Mapping[str, Any]) -> RunResult:
+        """Re-render a run folder's summary, table and plots from its config and events alone."""
+        cfg = self.config(**config[self.kind])
+        events = read_events(path / "events.jsonl")
+        surrogate = any(e.policy == "surrogate" for e in events[:1])
+        summary, table = self.report(cfg, config["resolved"], events, surrogate=surrogate)  # type: ignore[call-arg]
+        write_outputs(RunDir(path), summary, table, events, self.plot)
+        return RunResult(summary, table, events, path)
+
+
+def write_outputs(rundir: RunDir, summary: dict[str, Any], table: str, events: Sequence[Event], plot: Plot) -> None:
+    """summary.json, table.md and the plots."""
+    rundir.write_json("summary.json", summary)
+    rundir.write_text("table.md", table)
+    plot(rundir.path, summary, events)
