@@ -32,14 +32,16 @@ def test_wheel_ships_builtin_scenarios_and_all_packages(tmp_path: Path) -> None:
     (wheel,) = out.glob("atp_graph-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
 
-    expected = {f"{PACKAGED}/{p.relative_to(source / 'scenarios').as_posix()}" for p in source.glob("scenarios/*/*.yaml")}
+    yamls = (source / "scenarios").glob("*/*.yaml")
+    expected = {f"{PACKAGED}/{p.relative_to(source / 'scenarios').as_posix()}" for p in yamls}
     shipped = {n for n in names if n.startswith(f"{PACKAGED}/") and n.endswith(".yaml")}
     assert shipped == expected
     assert len([n for n in shipped if n.startswith(f"{PACKAGED}/individual/")]) == 16
     assert len([n for n in shipped if n.startswith(f"{PACKAGED}/collective/")]) == 7
 
     # pyproject.toml lists the packages explicitly, so a new sub-package must be added there to ship.
-    modules = {p.relative_to(source).as_posix() for pkg in ("atp_graph", "defenses") for p in (source / pkg).rglob("*.py")}
+    sources = [p for pkg in ("atp_graph", "defenses") for p in (source / pkg).rglob("*.py")]
+    modules = {p.relative_to(source).as_posix() for p in sources}
     assert modules - names == set(), "modules missing from the wheel: add their packages to pyproject.toml"
 
     (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
