@@ -37,10 +37,14 @@ def summarize_explore(
 
 
 def plot_explore(folder: Path, summary: dict[str, Any], events: Sequence[ExploreEvent] = ()) -> Path:
-    """``violation_rate.png``: the violation rate (and mean p(violate)) by round with 95% Wilson bands."""
+    """``violation_rate.png``: the violation rate (and mean p(violate), and the invalid rate when any answer named
+    no option) by round with 95% Wilson bands."""
     series = {"violation rate": [Rate.from_dict(d) for d in summary["violation_rate"]]}
     if summary["mean_p_violate"]:
         series["mean p(violate)"] = [Rate.from_dict(d) for d in summary["mean_p_violate"]]
+    invalid = [Rate.from_dict(d) for d in summary["invalid_rate"]]
+    if any(r.k for r in invalid):  # a violation rate resting on unparsed answers must say so in the picture too
+        series["invalid rate (no option named)"] = invalid
     return plot_rates(
         folder / "violation_rate.png",
         series,

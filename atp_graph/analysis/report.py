@@ -34,20 +34,30 @@ def plot_rates(
     ylabel: str,
     surrogate: bool = False,
 ) -> Path:
-    """Line plot of each series by round with its 95% interval as a band."""
+    """Line plot of each series by round with its 95% Wilson interval as a band.
+
+    The legend gives each series' n per round; series that coincide stay visible (a different marker and size
+    each, drawn largest first); rounds are whole numbers."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for label, rates in series.items():
+    markers = "osD^v<>"
+    for k, (label, rates) in enumerate(series.items()):
         x = list(range(1, len(rates) + 1))
-        ax.plot(x, [r.value for r in rates], marker="o", label=label)
-        ax.fill_between(x, [r.low for r in rates], [r.high for r in rates], alpha=0.18)
+        ns = sorted({r.n for r in rates})
+        n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        marker, size = markers[k % len(markers)], max(8 - 2 * k, 3)
+        ax.plot(x, [r.value for r in rates], marker=marker, ms=size, label=f"{label} ({n})")
+        band = "95% Wilson interval" if k == 0 else None
+        ax.fill_between(x, [r.low for r in rates], [r.high for r in rates], alpha=0.18, label=band)
     ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_title(("SURROGATE (non-LLM) policy — " if surrogate else "") + title, fontsize=10)
-    if len(series) > 1 or surrogate:
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
