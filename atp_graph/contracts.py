@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import UserError
 from .events import Event
 
 GameKind = Literal["individual", "collective"]
@@ -79,6 +80,12 @@ class Observations:
     """Seed of each stream."""
     stream_sizes: Sequence[int]
     """Draws per stream and round."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.agents)) != len(self.agents):
+            seen: set[str] = set()
+            dup = next(a for a in self.agents if a in seen or seen.add(a))  # type: ignore[func-returns-value]
+            raise UserError(f"agent id {dup!r} appears twice: two agents would share one memory thread")
 
     def __len__(self) -> int:
         return len(self.agents)

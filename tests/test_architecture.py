@@ -117,3 +117,57 @@ def test_agent_memory_lives_on_langgraph_threads(tiny_model_dir, tmp_path: Path)
     memory = history[0].values["memory"]
     assert len(memory) == 9 and memory[-1].content.startswith("Round 3 result")
     assert history[0].values["messages"][-1].content == res.events[-2].question  # events are in agent order
+    assert history[0].values["asked"] == res.events[-2].question
+
+
+def _interrupt_recording_round(monkeypatch, round_no: int) -> None:
+    """Ctrl-C after every agent finished ``round_no`` (threads checkpointed) but before the round was committed."""
+    real = IndividualGame.record
+
+    def record(self, r, observations, actions):
+        if r == round_no:
+            raise KeyboardInterrupt
+        return real(self, r, observations, actions)
+
+    monkeypatch.setattr(IndividualGame, "record", record)
+
+
+def test_resume_forks_threads_back_to_the_last_committed_round(tiny_model_dir, tmp_path: Path, monkeypatch):
+    from atp_graph.policies import load_policy
+
+    policy = load_policy(f"hf:{tiny_model_dir}", max_new_tokens=12)
+    cfg = ExploreConfig(model="tiny", rounds=3, limit=3, seed=5, decision="score")
+    straight = run_explore(cfg, policy=policy, out=tmp_path / "a", progress=False)
+    _interrupt_recording_round(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_explore(cfg, policy=policy, out=tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["round"] == 2  # threads already hold round 3
+    resumed = run_explore(cfg, policy=policy, resume=tmp_path / "b", progress=False)
+    assert resumed.events == straight.events and resumed.summary == straight.summary
+
+
+def test_resume_refuses_lost_agent_memory(tiny_model_dir, tmp_path: Path, monkeypatch):
+    """A run folder whose agent threads are gone must not resume with blank memories (numbers would look fine)."""
+    from atp_graph.errors import UserError
+    from atp_graph.policies import load_policy
+
+    policy = load_policy(f"hf:{tiny_model_dir}", max_new_tokens=12)
+    cfg = ExploreConfig(model="tiny", rounds=3, limit=2, decision="score")
+    _interrupt_recording_round(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_explore(cfg, policy=policy, out=tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    (tmp_path / "b" / CHECKPOINTS).unlink()
+    with pytest.raises(UserError, match="has no memory of round 2"):
+        run_explore(cfg, policy=policy, resume=tmp_path / "b", progress=False)
+
+
+def test_two_agents_never_share_a_thread():
+    from atp_graph.errors import UserError
+    from atp_graph.scenarios import individual_items, resolve
+
+    items = individual_items(resolve("baker", kind="individual")[0])[:2]
+    game = IndividualGame(items, pattern="all_unsupervised", rounds=1, agent_ids=["same", "same"])
+    with pytest.raises(UserError, match="'same' appears twice"):
+        game.observe(1)

@@ -169,3 +169,9 @@ def test_resume_refuses_a_run_of_another_version(tmp_path):
     (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}}))
     (run / "events.jsonl").write_text("")
     _user_error(_run("explore", "--resume", str(run)), "another version", "atp report")
+
+
+def test_repeated_sweep_value_is_refused(tmp_path):
+    """Two cells under one id would share one capital array and one memory thread per agent: refuse, don't merge."""
+    r = _diffuse(tmp_path, "--thresholds", "2,2")
+    assert _user_error(r, "listed twice", "t=2") and not (tmp_path / "run").exists()

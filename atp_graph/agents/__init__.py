@@ -10,10 +10,10 @@ from langgraph.store.base import BaseStore
 
 from ..config import AgentConfig
 from ..contracts import Agents
-from ..policies.base import Policy
+from ..policies.base import Policy, messages_hash
 from ..policies.spec import SurrogateModel
 from .graph import AgentContext, AgentState, build_agent_graph
-from .llm import CHECKPOINTS, LLMAgents, messages_hash
+from .llm import CHECKPOINTS, LLMAgents
 from .memory import open_store
 from .runnable import ProbeError, RunnableAgents
 from .surrogate import SurrogateAgents

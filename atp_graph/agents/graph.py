@@ -28,7 +28,7 @@ from ..config import Evolution
 from ..contracts import Submission
 from ..games.prompts import REFLECT_PROMPT
 from ..parsing import parse_choice
-from ..policies.base import DecisionRequest, Message, as_chat
+from ..policies.base import DecisionRequest, Message, as_chat, messages_hash
 from .coordinator import Coordinator
 from .memory import lesson_namespace
 
@@ -68,6 +68,8 @@ class AgentState(TypedDict, total=False):
     rule: str
     memory: list[BaseMessage]
     messages: list[BaseMessage]
+    prompt_hash: str
+    asked: str
     response: str
     p_target: float | None
     choice: str | None
@@ -112,7 +114,8 @@ async def decide(state: AgentState, runtime: Runtime[AgentContext]) -> AgentStat
         swapped=swapped,
     )
     d = await runtime.context.coordinator.decide(state["agent"], req)
-    return {"response": d.text, "p_target": d.p_target}
+    asked = msgs[-1]["content"]
+    return {"response": d.text, "p_target": d.p_target, "prompt_hash": messages_hash(msgs), "asked": asked}
 
 
 GUARD = CusumConfig(p0=0.1, p1=0.5, h=3.0)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,17 +13,13 @@ from langgraph.store.base import BaseStore
 
 from ..config import AgentConfig
 from ..contracts import Action, Observations, Settle, Settlement, Submission
-from ..policies.base import Message, Policy, as_chat
+from ..errors import UserError
+from ..policies.base import Policy
 from .coordinator import Coordinator
 from .graph import AgentContext, build_agent_graph
 
 CHECKPOINTS = "agents.sqlite"
 """The agents' LangGraph checkpoints inside a run folder."""
-
-
-def messages_hash(messages: Sequence[Message]) -> str:
-    """Short stable hash of a conversation, recorded in events instead of the whole prompt."""
-    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class LLMAgents:
@@ -73,26 +67,42 @@ class LLMAgents:
                 self._conn = await aiosqlite.connect(str(self.checkpoints))
                 self.saver = AsyncSqliteSaver(self._conn)
                 await self.saver.setup()
+                # One fsync per round (see _sync), not one per agent: a crash loses at most the round in flight,
+                # which the run folder's checkpoint (state.json, written after the round) does not count yet.
+                await self._conn.execute("PRAGMA synchronous=NORMAL")
             self.graph = build_agent_graph(store=self.store, checkpointer=self.saver)
         if self._resume_from is not None:
             await self._rewind(agents, self._resume_from)
             self._resume_from = None
 
     async def _rewind(self, agents: Sequence[str], completed: int) -> None:
-        """Continue every thread from its state after round ``completed`` (later, unfinished rounds are forked off)."""
+        """Continue every thread from its state after round ``completed`` (later, unfinished rounds are forked off).
+
+        Raises:
+            UserError: A thread has no checkpoint of round ``completed``: its memory is lost, and continuing would
+                silently give that agent a blank memory.
+        """
         assert self.saver is not None
         for a in agents:
             config = {"configurable": {"thread_id": a}}
             latest = await self.saver.aget_tuple(config)  # type: ignore[arg-type]
-            if latest is None or latest.metadata.get("atp_round", 0) <= completed:
-                continue
+            last = latest.metadata.get("atp_round", 0) if latest is not None else 0
             if completed == 0:
-                await self.saver.adelete_thread(a)
+                if latest is not None:
+                    await self.saver.adelete_thread(a)
                 continue
-            async for c in self.saver.alist(config):  # type: ignore[arg-type]
-                if c.metadata.get("atp_round") == completed:
-                    self._fork[a] = c.config["configurable"]["checkpoint_id"]
-                    break
+            if last == completed:
+                continue
+            if last > completed:
+                async for c in self.saver.alist(config):  # type: ignore[arg-type]
+                    if c.metadata.get("atp_round") == completed:
+                        self._fork[a] = c.config["configurable"]["checkpoint_id"]
+                        break
+            if a not in self._fork:
+                raise UserError(
+                    f"{self.checkpoints or 'the checkpointer'}: agent {a!r} has no memory of round {completed} (its "
+                    f"last checkpoint is round {last}); the run folder is damaged, start a new run"
+                )
 
     async def aclose(self) -> None:
         if self._conn is not None:
@@ -150,7 +160,13 @@ class LLMAgents:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        await self._sync()
         return [_action(st) for st in states]
+
+    async def _sync(self) -> None:
+        """Make this round's thread checkpoints durable before the run folder records the round as complete."""
+        if self._conn is not None:
+            await self._conn.execute("PRAGMA wal_checkpoint(FULL)")
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -160,10 +176,9 @@ class LLMAgents:
 
 
 def _action(st: Mapping[str, Any]) -> Action:
-    chat = as_chat(st["messages"])
     extra: dict[str, Any] = {
-        "prompt_hash": messages_hash(chat),
-        "question": chat[-1]["content"],
+        "prompt_hash": st["prompt_hash"],
+        "question": st["asked"],
         "lesson": st.get("lesson"),
         "proposed_choice": st.get("proposed_choice"),
         "lesson_refused": st.get("lesson_refused", False),

@@ -11,6 +11,7 @@ message, then the new question. The agent's own memory carries what it learns:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -79,11 +80,8 @@ class RunnableAgents:
             "configurable": {**(base.get("configurable") or {}), "thread_id": self.threads[o.agent]},
             "metadata": {**(base.get("metadata") or {}), "atp_agent": o.agent, "atp_probe_round": o.round},
         }
-        if self.gate is None:
+        async with self.gate or contextlib.nullcontext():
             response = await self.target.ask(new, transcript, config, o.round)  # type: ignore[arg-type]
-        else:
-            async with self.gate:
-                response = await self.target.ask(new, transcript, config, o.round)  # type: ignore[arg-type]
         transcript.append(AIMessage(response))
         return Action(parse_choice(response, o.options), response, None, {"question": o.question})
 

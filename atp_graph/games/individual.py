@@ -50,6 +50,7 @@ class IndividualGame:
         self.low = np.array([it.reward_compliant for it in self.items], dtype=float)
         high = np.array([it.reward_violating_undetected for it in self.items], dtype=float)
         self.temptation = (high - self.low) / np.maximum(np.abs(self.low), 1e-9)
+        self.options = [(it.compliant, it.violating) for it in self.items]
         self._paid: list[tuple[str, float]] = []
 
     def supervised(self, round_no: int) -> bool:
@@ -77,7 +78,7 @@ class IndividualGame:
             kind="individual",
             agents=self.agents,
             at=lambda i: self.observation(round_no, i),
-            options=[(it.compliant, it.violating) for it in self.items],
+            options=self.options,
             temptation=self.temptation,
             streams=np.zeros(n, dtype=int),
             slots=np.arange(n),

@@ -61,6 +61,8 @@ def populations(
         cell = _with_cell(it, t, tuple(r) if r else None)  # type: ignore[arg-type]
         rw = (cell.rules.success, cell.rules.fail_independent, cell.rules.fail_collective)
         pid = f"{it.key}|t={cell.rules.threshold:g}|r={rw[0]:g}/{rw[1]:g}/{rw[2]:g}"
+        if any(p.id == pid for p in out):
+            raise GameError(f"cell {pid} is listed twice (a repeated --thresholds or --rewards value)")
         out.append(Population(pid, cell, cell.rules.threshold, rw))
     return out
 
@@ -114,8 +116,8 @@ class ThresholdGame:
         self.deciders = [i for i in range(self.n) if i not in self.seeded]
         self.capital = {p.id: np.full(self.n, p.item.rules.start_capital) for p in self.pops}
         self.game_adj = self.adj if scope == "local" else None
-        deg = np.asarray(self.adj.sum(axis=1)).ravel()
-        self.group_n = (deg + 1).astype(int) if scope == "local" else np.full(self.n, self.n)
+        self.degree = np.asarray(self.adj.sum(axis=1)).ravel()
+        self.group_n = (self.degree + 1).astype(int) if scope == "local" else np.full(self.n, self.n)
         for pop in self.pops:
             need = max(self.threshold_count(pop, i) for i in range(self.n))
             if need > self.group_n.max():
@@ -124,6 +126,10 @@ class ThresholdGame:
                     f"({int(self.group_n.max())} agents, scope {scope}); the game could never succeed"
                 )
         self.agents = [f"{p.id}/{i}" for p in self.pops for i in self.deciders]
+        d, k = len(self.deciders), len(self.pops)
+        self.options = [(p.item.independent, p.item.collective) for p in self.pops for _ in range(d)]
+        self.streams = np.repeat(np.arange(k), d)
+        self.slots = np.tile(np.asarray(self.deciders, dtype=int), k)
         self._rounds: dict[str, _Round] = {}
 
     def threshold_count(self, pop: Population, i: int) -> int:
@@ -156,10 +162,10 @@ class ThresholdGame:
             kind="collective",
             agents=self.agents,
             at=at,
-            options=[(p.item.independent, p.item.collective) for p in self.pops for _ in range(d)],
+            options=self.options,
             temptation=np.zeros(total),
-            streams=np.repeat(np.arange(len(self.pops)), d),
-            slots=np.tile(np.asarray(self.deciders, dtype=int), len(self.pops)),
+            streams=self.streams,
+            slots=self.slots,
             stream_seeds=[self.seed * 7919 + j for j in range(len(self.pops))],
             stream_sizes=[self.n] * len(self.pops),
         )
@@ -194,7 +200,7 @@ class ThresholdGame:
     def _peer_stats(self, collective: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per node: mean gain of collective neighbours, of independent neighbours, and the collective share."""
         c = collective.astype(float)
-        deg = np.asarray(self.adj.sum(axis=1)).ravel()
+        deg = self.degree
         n_col = np.asarray(self.adj @ c).ravel()
         n_ind = deg - n_col
         sum_col = np.asarray(self.adj @ (c * gain)).ravel()

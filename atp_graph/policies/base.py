@@ -6,6 +6,8 @@ A policy turns a batch of chat conversations into decisions in ONE call. Impleme
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
@@ -38,6 +40,11 @@ def as_chat(messages: Sequence[Any]) -> tuple[Message, ...]:
         else:
             out.append(Message(role=_ROLES[m.type], content=m.content))  # type: ignore[typeddict-item]
     return tuple(out)
+
+
+def messages_hash(messages: Sequence[Message]) -> str:
+    """Short stable hash of a conversation, recorded in events instead of the whole prompt."""
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, kw_only=True)

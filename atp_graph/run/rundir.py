@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..events import SCHEMA_VERSION, Event, read_events, write_lines
+from ..events import SCHEMA_VERSION, Event, dump_event, read_events, write_lines
 
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
 
@@ -107,7 +107,7 @@ class RunDir:
         run = cls(p)
         with run.locked():
             kept = [e for e in run.events() if e.round <= done]
-            _atomic_write(p / EVENTS, "".join(e.model_dump_json() + "\n" for e in kept))
+            _atomic_write(p / EVENTS, "".join(dump_event(e) + "\n" for e in kept))
         return run, config, done, state
 
     def events(self) -> list[Event]:

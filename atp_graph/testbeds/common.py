@@ -97,24 +97,28 @@ class Testbed:
             desc=f"{self.kind} {len(game.agents)} agents",  # type: ignore[attr-defined]
             postfix=self.postfix,
         )
-        events = [*previous, *new]
-        summary, table = self.report(cfg, resolved, events, surrogate=agents.surrogate)  # type: ignore[call-arg]
-        if rundir is not None:
-            write_outputs(rundir, summary, table, events, self.plot)
-        return RunResult(summary, table, events, rundir.path if rundir else None)
+        return self._finish(cfg, resolved, [*previous, *new], rundir, surrogate=agents.surrogate)
 
     def render(self, path: Path, config: Mapping[str, Any]) -> RunResult:
         """Re-render a run folder's summary, table and plots from its config and events alone."""
-        cfg = self.config(**config[self.kind])
         events = read_events(path / "events.jsonl")
-        surrogate = any(e.policy == "surrogate" for e in events[:1])
-        summary, table = self.report(cfg, config["resolved"], events, surrogate=surrogate)  # type: ignore[call-arg]
-        write_outputs(RunDir(path), summary, table, events, self.plot)
-        return RunResult(summary, table, events, path)
+        surrogate = any(e.policy == "surrogate" for e in events)
+        cfg = self.config(**config[self.kind])
+        return self._finish(cfg, config["resolved"], events, RunDir(path), surrogate=surrogate)
 
-
-def write_outputs(rundir: RunDir, summary: dict[str, Any], table: str, events: Sequence[Event], plot: Plot) -> None:
-    """summary.json, table.md and the plots."""
-    rundir.write_json("summary.json", summary)
-    rundir.write_text("table.md", table)
-    plot(rundir.path, summary, events)
+    def _finish(
+        self,
+        cfg: AgentConfig,
+        resolved: Mapping[str, Any],
+        events: list[Event],
+        rundir: RunDir | None,
+        *,
+        surrogate: bool,
+    ) -> RunResult:
+        """Summary and table from the events; with a run folder, also summary.json, table.md and the plots."""
+        summary, table = self.report(cfg, resolved, events, surrogate=surrogate)  # type: ignore[call-arg]
+        if rundir is not None:
+            rundir.write_json("summary.json", summary)
+            rundir.write_text("table.md", table)
+            self.plot(rundir.path, summary, events)
+        return RunResult(summary, table, events, rundir.path if rundir else None)
