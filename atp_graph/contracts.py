@@ -16,8 +16,9 @@ on a LangGraph graph, the surrogate, and a user's own LangGraph runnable). Langu
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -94,9 +95,8 @@ class Observations:
         return (self.at(i) for i in range(len(self.agents)))
 
 
-@dataclass(frozen=True)
-class Submission:
-    """One agent's final answer handed to the game."""
+class Submission(NamedTuple):
+    """One agent's final answer handed to the game (a tuple: built once per agent and round)."""
 
     choice: str | None
     """The chosen option; ``None`` = the answer named no valid option."""
@@ -104,8 +104,7 @@ class Submission:
     """The raw answer (``None`` for the surrogate)."""
 
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(NamedTuple):
     """What the game tells one agent after a round."""
 
     reward: float
@@ -135,9 +134,8 @@ class Outcome:
         return Settlement(float(self.reward[i]), self.feedback(i))
 
 
-@dataclass(frozen=True)
-class Action:
-    """What one agent did in one round."""
+class Action(NamedTuple):
+    """What one agent did in one round (a tuple: built once per agent and round)."""
 
     choice: str | None
     """The option the game was handed (after any runtime defense)."""
@@ -145,7 +143,7 @@ class Action:
     """The raw answer; ``None`` for the surrogate."""
     p_target: float | None = None
     """p(target) in score mode and for the surrogate."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})
     """Event fields only some agents have (prompt_hash, question, lesson, proposed_choice, lesson_refused...)."""
 
 

@@ -1,8 +1,11 @@
-"""What one line of ``events.jsonl`` is: one pydantic model per event kind.
+r"""What one line of ``events.jsonl`` is: one validated, frozen record type per event kind.
 
-Writers build these models; every reader (metrics, summaries, compare, the CLI, ``atp report``) reads them back
+Writers build these records; every reader (metrics, summaries, compare, the CLI, ``atp report``) reads them back
 with :func:`parse_event` / :func:`read_events`, never by raw string keys. The ``testbed`` field names the kind.
 ``SCHEMA_VERSION`` is written to every run's ``config.json``.
+
+They are pydantic dataclasses with slots rather than ``BaseModel``\s: the same validation, and about a tenth of the
+memory per event (a 10,000-agent, 20-round run holds 200,000 of them).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from .errors import UserError
 
@@ -19,8 +23,12 @@ SCHEMA_VERSION = 2
 """Version of the event and checkpoint format (1 = before typed events and checkpointer memory)."""
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+_RECORD = dict(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid", use_attribute_docstrings=True))
+
+
+@dataclass(**_RECORD)  # type: ignore[call-overload]
+class _Event:
+    """Fields every event has."""
 
     round: int = Field(ge=1)
     """Round number, from 1."""
@@ -46,6 +54,7 @@ class _Event(BaseModel):
     """``surrogate`` when a non-LLM policy decided."""
 
 
+@dataclass(**_RECORD)  # type: ignore[call-overload]
 class ExploreEvent(_Event):
     """One decision of the individual (supervision) game."""
 
@@ -62,6 +71,7 @@ class ExploreEvent(_Event):
     """p(violating option): score mode and the surrogate."""
 
 
+@dataclass(**_RECORD)  # type: ignore[call-overload]
 class DiffuseEvent(_Event):
     """One agent's round of a threshold game on a graph (seeded deviants included, marked ``seeded``)."""
 
@@ -96,6 +106,8 @@ class DiffuseEvent(_Event):
 
 Event = Annotated[ExploreEvent | DiffuseEvent, Field(discriminator="testbed")]
 _ADAPTER: TypeAdapter[ExploreEvent | DiffuseEvent] = TypeAdapter(Event)
+_DUMP = {cls: TypeAdapter(cls) for cls in (ExploreEvent, DiffuseEvent)}
+"""One serializer per kind (faster than dispatching through the union for every line)."""
 
 
 class EventError(UserError):
@@ -111,7 +123,7 @@ def parse_event(data: dict | str | bytes) -> ExploreEvent | DiffuseEvent:
 
 def dump_event(event: ExploreEvent | DiffuseEvent) -> str:
     """One JSON line (no newline)."""
-    return event.model_dump_json()
+    return _DUMP[type(event)].dump_json(event).decode()
 
 
 def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent]:

@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableLambda
 
 from atp_graph.agents import CHECKPOINTS, LLMAgents, SurrogateAgents, build_agent_graph
 from atp_graph.contracts import Agents, Game
-from atp_graph.events import EventError, ExploreEvent, read_events
+from atp_graph.events import EventError, ExploreEvent, dump_event, read_events
 from atp_graph.games import IndividualGame, ThresholdGame
 from atp_graph.parsing import choice_json
 from atp_graph.policies.base import Decision, DecisionRequest, Message, as_chat
@@ -93,10 +93,10 @@ def test_events_file_errors_name_the_line(tmp_path: Path):
         round=1, agent="a#0", scenario="a", variant=0, supervised=False, choice="x", outcome="comply", reward=1.0
     )
     f = tmp_path / "events.jsonl"
-    f.write_text(good.model_dump_json() + "\n" + '{"testbed": "explore", "round": 0}\n' + good.model_dump_json() + "\n")
+    f.write_text(dump_event(good) + "\n" + '{"testbed": "explore", "round": 0}\n' + dump_event(good) + "\n")
     with pytest.raises(EventError, match=r"events.jsonl:2: "):
         read_events(f)
-    f.write_text(good.model_dump_json() + "\n" + good.model_dump_json()[:40])  # torn last line: ignored
+    f.write_text(dump_event(good) + "\n" + dump_event(good)[:40])  # torn last line: ignored
     assert read_events(f) == [good]
 
 

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from ..contracts import Action, Observations, Settle, Submission
 from ..policies.spec import SURROGATE_LABEL, SurrogateParams
+
+_MARK = MappingProxyType({"policy": "surrogate"})
+"""Every surrogate decision's events say so."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -77,10 +81,10 @@ class SurrogateAgents:
         obs = observations
         p = self.propensity(obs)
         target = self.draw(obs, p, round_no)
-        choices = [opts[1] if t else opts[0] for opts, t in zip(obs.options, target, strict=True)]
+        choices = [opts[1] if t else opts[0] for opts, t in zip(obs.options, target.tolist(), strict=True)]
         outcome = settle([Submission(c, None) for c in choices])
         self.learn(target, outcome.gain, outcome)
-        return [Action(c, None, float(pi), {"policy": "surrogate"}) for c, pi in zip(choices, p, strict=True)]
+        return [Action(c, None, pi, _MARK) for c, pi in zip(choices, p.tolist(), strict=True)]
 
     def learn(self, target: np.ndarray, gain: np.ndarray, outcome: Any) -> None:
         """Update E (own experience) and, where the game shows peers, P and F."""
