@@ -50,13 +50,16 @@ _LAZY = {
     "ProbeRound": ".probes",
     "ProbeError": ".probes",
     "TippingMonitor": ".probes",
+    "TippingEvent": ".probes",
     "CusumDetector": ".analysis",
+    "CusumConfig": ".analysis",
 }
 
 __all__ = [
     "Action",
     "AgentConfig",
     "Agents",
+    "CusumConfig",
     "CusumDetector",
     "Decision",
     "DecisionRequest",
@@ -74,6 +77,7 @@ __all__ = [
     "ProbeRound",
     "RunResult",
     "ScenarioError",
+    "TippingEvent",
     "TippingMonitor",
     "aprobe",
     "build_agent_graph",
@@ -93,13 +97,13 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .agents import build_agent_graph
-    from .analysis import CusumDetector
+    from .analysis import CusumConfig, CusumDetector
     from .config import PAPER_GRID, AgentConfig, DiffuseConfig, ExploreConfig
     from .contracts import Action, Agents, Game, Observation
     from .events import DiffuseEvent, ExploreEvent, read_events
     from .games import build_graph, load_graph
     from .policies import Decision, DecisionRequest, ModelError, Policy, load_model, load_policy
-    from .probes import ProbeError, ProbeReport, ProbeRound, TippingMonitor, aprobe, probe
+    from .probes import ProbeError, ProbeReport, ProbeRound, TippingEvent, TippingMonitor, aprobe, probe
     from .scenarios import ScenarioError, load_scenario_file, load_scenarios
     from .testbeds import RunResult, render_run, run_diffuse, run_explore
 

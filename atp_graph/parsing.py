@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import Sequence
 
-__all__ = ["choice_json", "format_instruction", "parse_choice"]
+__all__ = ["choice_json", "format_instruction", "match_option", "parse_choice"]
 
 _THINK_TAG = re.compile(r"<(/?)think(?:ing)?\s*>", re.IGNORECASE)
 _KEY_WORD = re.compile(r"choice", re.IGNORECASE)
@@ -110,7 +110,7 @@ def parse_choice(text: str, options: Sequence[str]) -> str | None:
     value, key_start = last
     if _ALTERNATIVE.search(visible, max(0, key_start - _LOOKBACK), key_start):
         return None
-    return _match(value, options)
+    return match_option(value, options)
 
 
 def _check_options(options: Sequence[str]) -> None:
@@ -206,8 +206,9 @@ def _normalize(value: str) -> str:
     return value.lstrip(_WRAPPERS).rstrip(_WRAPPERS + _TRAILING_PUNCT)
 
 
-def _match(value: str | None, options: Sequence[str]) -> str | None:
-    """Return the one option ``value`` names, or ``None`` if it names none or several."""
+def match_option(value: str | None, options: Sequence[str]) -> str | None:
+    """Return the one option ``value`` names (exactly, or ignoring case, spacing and punctuation), or ``None``
+    if it names none or several."""
     if value is None:
         return None
     if value in options:

@@ -114,10 +114,11 @@ def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) 
             surrogate=surrogate,
         )
     first = events[0].population if events else ""
+    head = events[0] if events else None
     plot_graph_rounds(
         folder / "graph_rounds.png",
         graph_from_events(events),
         [[e for e in events if e.population == first and e.round == r] for r in range(1, summary["rounds"] + 1)],
-        title=first,
+        title=f"{head.game}, {_cell(head.threshold, head.rewards)}" if head else "",
         surrogate=surrogate,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,11 +34,13 @@ def plot_rates(
     title: str,
     ylabel: str,
     surrogate: bool = False,
+    note: str | None = None,
 ) -> Path:
     """Line plot of each series by round with its 95% Wilson interval as a band.
 
     The legend gives each series' n per round; series that coincide stay visible (a different marker and size
-    each, drawn largest first); rounds are whole numbers."""
+    each, drawn largest first); rounds are whole numbers; a round without a measurement (``n/a``) is a gap.
+    ``note`` is printed in red across the plot (a warning the reader must not miss)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _mpl()
@@ -45,8 +48,8 @@ def plot_rates(
     markers = "osD^v<>"
     for k, (label, rates) in enumerate(series.items()):
         x = list(range(1, len(rates) + 1))
-        ns = sorted({r.n for r in rates})
-        n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        ns = sorted({r.n for r in rates if r.n})
+        n = "no data" if not ns else f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
         marker, size = markers[k % len(markers)], max(8 - 2 * k, 3)
         ax.plot(x, [r.value for r in rates], marker=marker, ms=size, label=f"{label} ({n})")
         band = "95% Wilson interval" if k == 0 else None
@@ -56,7 +59,21 @@ def plot_rates(
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_title(("SURROGATE (non-LLM) policy — " if surrogate else "") + title, fontsize=10)
+    full = ("SURROGATE (non-LLM) policy — " if surrogate else "") + title
+    ax.set_title("\n".join(textwrap.wrap(full, 80)), fontsize=10)
+    if note:
+        ax.text(
+            0.5,
+            0.5,
+            "\n".join(textwrap.wrap(note, 60)),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="#b03a2e",
+            fontsize=9,
+            fontweight="bold",
+            bbox={"facecolor": "white", "alpha": 0.85},
+        )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -111,8 +128,7 @@ def plot_graph_rounds(
         ax = axes.ravel()[r]
         by_node = {e.node: e for e in evs}
         colours = [
-            "#c0392b" if by_node[n].collective else ("#2e86c1" if by_node[n].choice else "#aaaaaa")
-            for n in graph.nodes
+            "#c0392b" if by_node[n].collective else ("#2e86c1" if by_node[n].choice else "#aaaaaa") for n in graph.nodes
         ]
         edge = ["black" if by_node[n].seeded else "white" for n in graph.nodes]
         nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.25, width=0.6)

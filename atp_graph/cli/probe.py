@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..probes import PATTERNS, ProbeError
-from .support import friendly
+from .support import default_out, friendly
 
 
-def load_agent(target: str) -> Any:
-    """Import ``MODULE:ATTRIBUTE`` (the attribute may be dotted); call it if it is a zero-argument factory.
-
-    The current directory is importable, as with ``python -m``. Raises :class:`ProbeError` with one line when the
-    target is malformed, missing, needs arguments, or is not a Runnable.
-    """
-    from langchain_core.runnables import Runnable
-
+def import_object(target: str) -> Any:
+    """Import ``MODULE:ATTRIBUTE`` (the attribute may be dotted); the current directory is importable, as with
+    ``python -m``. Raises :class:`ProbeError` with one line when the target is malformed or missing."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ProbeError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. my_app.agent:graph")
@@ -36,12 +33,22 @@ def load_agent(target: str) -> Any:
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise ProbeError(f"cannot import {module_name!r}: no module named {e.name!r}") from None
-        raise
+        raise ProbeError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+    except Exception as e:  # the user's module is broken: say so in one line
+        raise ProbeError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ProbeError(f"{module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
+    return obj
+
+
+def load_agent(target: str) -> Any:
+    """The Runnable at ``MODULE:ATTRIBUTE``, calling it first if it is a zero-argument factory."""
+    from langchain_core.runnables import Runnable
+
+    obj = import_object(target)
     if callable(obj) and not isinstance(obj, Runnable):
         try:
             inspect.signature(obj).bind()
@@ -49,52 +56,149 @@ def load_agent(target: str) -> Any:
             raise ProbeError(f"{target} needs arguments; expose a graph or a zero-argument factory") from None
         except ValueError:
             pass  # no signature (a builtin): just call it
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as e:
+            raise ProbeError(f"{target}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(obj, Runnable):
         raise ProbeError(f"{target} is a {type(obj).__name__}, not a compiled LangGraph graph or LangChain Runnable")
     return obj
 
 
+def _json_object(value: str | None, option: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ProbeError(f"{option}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(parsed, dict):
+        raise ProbeError(f"{option}: expected a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _context(agent: Any, values: dict[str, Any] | None) -> Any:
+    """``--context`` as the graph's context_schema type when that is a class (pydantic model or dataclass)."""
+    if values is None:
+        return None
+    schema = getattr(agent, "context_schema", None)
+    if isinstance(schema, type) and not issubclass(schema, dict) and not hasattr(schema, "__total__"):
+        try:
+            return schema(**values)
+        except (TypeError, ValueError) as e:
+            raise ProbeError(f"--context does not fit the agent's {schema.__name__}: {e}") from None
+    return values
+
+
 @click.command("probe")
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
-@click.option("--scenario", required=True, help="Individual scenario: built-in name or YAML file.")
-@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True, help="Rounds per variant.")
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    required=True,
+    help="Individual scenario: built-in name or YAML file (repeat for several).",
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True, help="Rounds per thread.")
 @click.option("--variant", type=click.IntRange(min=0), default=None, help="Only this variant (default: all).")
 @click.option(
-    "--supervision", type=click.Choice(PATTERNS), default="all_unsupervised", show_default=True, help="When checked."
+    "--repeats", type=click.IntRange(min=1), default=1, show_default=True, help="Independent fresh threads per variant."
 )
-@click.option("--thread-id", default=None, help="Thread id (default: a uuid); -v<N> is appended unless --variant.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Variants at once.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json, report.md and a PNG.")
+@click.option(
+    "--supervision",
+    type=click.Choice(PATTERNS),
+    default="all_unsupervised",
+    show_default=True,
+    help="When the supervisor checks.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random supervision pattern.")
+@click.option("--run-id", default=None, help="Names the probe's threads atp-probe:<run-id>:... (default: random).")
+@click.option("--thread-id", default=None, help="Probe on this thread of yours (needs --on-existing continue).")
+@click.option(
+    "--on-existing",
+    type=click.Choice(["error", "continue"]),
+    default="error",
+    show_default=True,
+    help="When a thread already has history: refuse, or play on top of it.",
+)
+@click.option("--delete-threads", is_flag=True, help="Delete the probe's threads from the checkpointer afterwards.")
+@click.option("--messages-key", default="messages", show_default=True, help="State key holding the conversation.")
+@click.option(
+    "--extract",
+    default=None,
+    metavar="MODULE:ATTRIBUTE",
+    help="Function: the agent's final output -> the chosen option's text or None.",
+)
+@click.option("--context", "context_json", default=None, metavar="JSON", help="Run context (context_schema graphs).")
+@click.option("--state", "state_json", default=None, metavar="JSON", help="Extra state keys sent every round.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True, help="Retries of a failed call.")
+@click.option(
+    "--backoff",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds before the first retry (doubled each time).",
+)
+@click.option(
+    "--invalid-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.2,
+    show_default=True,
+    help="Warn when more than this share of answers names no option.",
+)
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Threads at once.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for report.json, report.md and the plot (default runs/probe-<time>).",
+)
 @friendly
 def probe(
     target: str,
-    scenario: str,
-    rounds: int,
-    variant: int | None,
-    supervision: str,
+    scenarios: tuple[str, ...],
     thread_id: str | None,
-    max_concurrency: int,
+    delete_threads: bool,
+    extract: str | None,
+    context_json: str | None,
+    state_json: str | None,
     out: str | None,
+    **options: Any,
 ) -> None:
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
     from ..probes import probe as run_probe
 
+    folder = Path(out) if out else default_out("probe")
+    if (folder / "report.json").exists():
+        raise ProbeError(f"{folder} already holds a probe report; choose another --out")
     agent = load_agent(target)
-    report = run_probe(
-        agent,
-        scenario,
-        rounds=rounds,
-        variant=variant,
-        supervision=supervision,
-        config={"configurable": {"thread_id": thread_id}} if thread_id else None,
-        max_concurrency=max_concurrency,
-    )
+    reader = import_object(extract) if extract else None
+    if reader is not None and not callable(reader):
+        raise ProbeError(f"--extract {extract} is a {type(reader).__name__}, not a function")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the report's warnings are printed below, once
+        report = run_probe(
+            agent,
+            list(scenarios),
+            config={"configurable": {"thread_id": thread_id}} if thread_id else None,
+            context=_context(agent, _json_object(context_json, "--context")),
+            state=_json_object(state_json, "--state"),
+            extract=reader,
+            keep_threads=not delete_threads,
+            progress=True,
+            target=target,
+            **options,
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+    report.plot(folder / "violation_rate.png")
     click.echo(report.to_markdown())
-    if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
-        (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-        report.plot(folder / "violation_rate.png")
-        click.echo(f"wrote report.json, report.md and violation_rate.png to {folder}", err=True)
+    kept = "deleted" if delete_threads and report.memory == "checkpointer" else "threads"
+    click.echo(f"{kept}: " + ", ".join(report.threads), err=True)
+    for w in report.warnings:
+        click.secho(f"warning: {w}", fg="red", err=True)
+    click.echo(f"wrote report.json, report.md and violation_rate.png to {folder}", err=True)
+    if report.stopped:
+        click.echo(f"error: the probe stopped early; the partial report is in {folder}", err=True)
+        sys.exit(1)

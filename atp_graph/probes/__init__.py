@@ -1,8 +1,9 @@
-"""Tools for agents users build themselves: :func:`probe` (the individual game played by your agent) and the
-:class:`TippingMonitor` (a CUSUM alarm as a callback or a graph node)."""
+"""Tools for agents users build themselves: :func:`probe`/:func:`aprobe` (the individual game played by your agent)
+and the :class:`TippingMonitor` (a CUSUM alarm as a callback or a graph node)."""
 
 from .monitor import MonitorAction, TippingEvent, TippingMonitor
-from .probe import PATTERNS, ProbeError, ProbeReport, ProbeRound, aprobe, load_individual, probe
+from .probe import PATTERNS, ProbeError, aprobe, load_individuals, probe
+from .report import ProbeReport, ProbeRound
 
 __all__ = [
     "PATTERNS",
@@ -13,6 +14,6 @@ __all__ = [
     "TippingEvent",
     "TippingMonitor",
     "aprobe",
-    "load_individual",
+    "load_individuals",
     "probe",
 ]

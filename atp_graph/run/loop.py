@@ -31,6 +31,7 @@ async def aplay_rounds(
     progress: bool = True,
     desc: str = "rounds",
     postfix: Callable[[Sequence[Event]], str] | None = None,
+    into: list[Event] | None = None,
 ) -> list[Event]:
     """Play rounds ``completed+1..rounds`` of ``game`` with ``agents``; return the new events.
 
@@ -43,13 +44,15 @@ async def aplay_rounds(
         progress: Show a progress bar.
         desc: The bar's label.
         postfix: Text shown after the bar for the latest round's events.
+        into: The list the new events are appended to, round by round (the return value): a caller that passes
+            one keeps the completed rounds when a later round raises.
     """
     from tqdm.auto import tqdm
 
     if saved is not None:
         game.load_state_dict(saved["game"])
     agents.load_state_dict(saved["agents"] if saved else {}, completed=completed)
-    new: list[Event] = []
+    new: list[Event] = into if into is not None else []
     bar = tqdm(total=rounds, initial=completed, desc=desc, unit="round", disable=not progress, leave=True)
     with _graceful_interrupt() as stop, rundir.locked() if rundir else contextlib.nullcontext():
         try:
