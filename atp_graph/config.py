@@ -11,8 +11,9 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .parsing import ParseRule
 from .policies.base import DecisionMode
 from .scenarios.models import SupervisionPattern
 
@@ -27,6 +28,12 @@ PeerViewMode = Literal["final_only", "full"]
 """What agents see of their neighbours: final choices, or whole answers too."""
 Placement = Literal["hubs", "random", "periphery"]
 """Where seeded deviants sit."""
+Preset = Literal["default", "study"]
+"""default: this project's choices; study: the original study's structure (see :data:`STUDY_PRESET`)."""
+Truncated = Literal["parse", "invalid"]
+"""What an answer cut off at the token budget counts as: whatever it says (parsed), or invalid."""
+RandomRule = Literal["seeded", "cyclic"]
+"""How the ``random`` supervision pattern picks rounds: seeded draws (p = 1/3), or the study's (round + seed) % 3."""
 Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
 
@@ -56,6 +63,28 @@ class AgentConfig(BaseModel):
     """Defense: restate the rule (or the safe option) every k rounds; 0 = never."""
     monitor_fallback: bool = False
     """Defense: a per-agent tipping monitor (CUSUM) switches the agent to the safe option once it fires."""
+    preset: Preset = "default"
+    """study: the original study's structure where not set explicitly (its imported items, protocol study, parse
+    first, cyclic random supervision, its collective grid); see FIDELITY.md."""
+    protocol: str = "default"
+    """The words around each scenario: a built-in protocol (default, study) or a protocol YAML file."""
+    parse: ParseRule = "last"
+    """Which decision counts: the last one outside thinking (ours) or the first one anywhere (the study's)."""
+    on_truncated: Truncated = "parse"
+    """An answer cut off at the token budget: parse what it says, or count it as invalid."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Fill the fields a preset sets, unless given explicitly."""
+        if isinstance(data, dict) and data.get("preset") == "study":
+            data = {**STUDY_PRESET.get(cls.__name__, {}), **data}
+            if data.get("scenarios") is None:
+                raise ValueError(
+                    "preset study plays the study's own items: import them with `python cli.py scenarios import-atp "
+                    "<study JSON> --out DIR` and pass --scenarios DIR (see FIDELITY.md)"
+                )
+        return data
 
 
 class ExploreConfig(AgentConfig):
@@ -69,6 +98,8 @@ class ExploreConfig(AgentConfig):
     """Supervision pattern; None = the scenarios' default (all_unsupervised)."""
     limit: int | None = Field(default=None, ge=1)
     """Play only the first N items (quick checks)."""
+    random_supervision: RandomRule = "seeded"
+    """How the random supervision pattern picks rounds: seeded draws, or the study's cyclic (round + seed) % 3."""
 
 
 class DiffuseConfig(AgentConfig):
@@ -123,3 +154,14 @@ PAPER_GRID: dict[str, Any] = dict(
     scope="global",
 )
 """The study's collective protocol."""
+
+STUDY_PRESET: dict[str, dict[str, Any]] = {
+    "ExploreConfig": {"protocol": "study", "parse": "first", "random_supervision": "cyclic"},
+    "DiffuseConfig": {
+        "protocol": "study",
+        "parse": "first",
+        **{k: v for k, v in PAPER_GRID.items() if k != "scenarios"},
+    },
+}
+"""What ``preset: study`` sets, per config class, where a field is not given (the answer budgets follow the model:
+see :func:`atp_graph.policies.spec.answer_budget`)."""

@@ -52,6 +52,11 @@ class _Event:
     """Memory hygiene refused this round's lesson."""
     policy: Literal["surrogate"] | None = None
     """``surrogate`` when a non-LLM policy decided."""
+    finish: Literal["stop", "length"] | None = None
+    """Why generation ended: ``stop`` (the model finished) or ``length`` (cut off at the token budget: truncated);
+    ``None`` where nothing was generated (score mode, the surrogate)."""
+    tokens: int | None = None
+    """Tokens the model generated for this answer (where the backend reports it)."""
 
 
 @dataclass(**_RECORD)  # type: ignore[call-overload]

@@ -32,9 +32,19 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Sequence
+from typing import Literal, get_args
 
-__all__ = ["choice_json", "format_instruction", "match_option", "parse_choice"]
+__all__ = [
+    "ANSWER_FORMAT",
+    "PARSE_RULES",
+    "ParseRule",
+    "choice_json",
+    "format_instruction",
+    "match_option",
+    "parse_choice",
+]
 
 _THINK_TAG = re.compile(r"<(/?)think(?:ing)?\s*>", re.IGNORECASE)
 _KEY_WORD = re.compile(r"choice", re.IGNORECASE)
@@ -65,10 +75,16 @@ def choice_json(option: str) -> str:
     return dumped.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def format_instruction(options: Sequence[str]) -> str:
+ANSWER_FORMAT = "IMPORTANT: End your response with your final decision in JSON format: ${examples}"
+"""The default answer instruction (a protocol template: ``${examples}``, ``${option_1}``, ``${option_2}``)."""
+
+
+def format_instruction(options: Sequence[str], template: str = ANSWER_FORMAT) -> str:
     """Return the instruction appended to every question, listing ``options`` in the given order.
 
-    Callers counterbalance the order by passing the options swapped.
+    Callers counterbalance the order by passing the options swapped. ``template`` is a protocol's
+    ``answer_format``: ``${examples}`` is ``{"choice": "<a>"} or {"choice": "<b>"}``, ``${option_1}`` and
+    ``${option_2}`` the options as listed.
 
     Raises:
         TypeError: If ``options`` is a single string rather than a sequence of them.
@@ -79,19 +95,36 @@ def format_instruction(options: Sequence[str]) -> str:
         raise ValueError("format_instruction needs at least one option")
     examples = [choice_json(option) for option in options]
     listed = examples[0] if len(examples) == 1 else ", ".join(examples[:-1]) + " or " + examples[-1]
-    return f"IMPORTANT: End your response with your final decision in JSON format: {listed}"
+    values = {"examples": listed, "option_1": options[0], "option_2": options[-1]}
+    return string.Template(template).substitute(values)
 
 
-def parse_choice(text: str, options: Sequence[str]) -> str | None:
-    """Return the option the model finally chose, exactly as given in ``options``, or ``None``.
+ParseRule = Literal["last", "first"]
+"""``last``: the last decision outside thinking (ours); ``first``: the first decision anywhere, thinking
+included (the study's rule)."""
+
+PARSE_RULES: tuple[str, ...] = get_args(ParseRule)
+
+
+def parse_choice(text: str, options: Sequence[str], *, rule: ParseRule = "last") -> str | None:
+    """Return the option the model chose, exactly as given in ``options``, or ``None``.
 
     ``None`` means no valid decision: no choice key, an unclosed ``<think>``, an empty, list or unknown
     value, or one that matches several options. See the module docstring for the full rules.
 
+    ``rule="first"`` is the study's rule instead: the FIRST decision anywhere in the text, thinking included
+    (an unclosed ``<think>`` does not matter), and its value alone decides: a model that corrects itself, or
+    echoes the answer template while thinking, is judged on that first one.
+
     Raises:
         TypeError: If ``options`` is a single string rather than a sequence of them.
+        ValueError: For an unknown ``rule``.
     """
     _check_options(options)
+    if rule == "first":
+        return _first_choice(text, options)
+    if rule != "last":
+        raise ValueError(f"unknown parse rule {rule!r}; use one of {', '.join(PARSE_RULES)}")
     visible = _strip_thinking(text)
     if visible is None or not options:
         return None
@@ -111,6 +144,17 @@ def parse_choice(text: str, options: Sequence[str]) -> str | None:
     if _ALTERNATIVE.search(visible, max(0, key_start - _LOOKBACK), key_start):
         return None
     return match_option(value, options)
+
+
+def _first_choice(text: str, options: Sequence[str]) -> str | None:
+    """The study's rule: the first decision anywhere (thinking included) names the option, or nothing does."""
+    if not options:
+        return None
+    for match in _KEY_WORD.finditer(text):
+        value_start = _value_start(text, match.start(), match.end())
+        if value_start >= 0:
+            return match_option(_read_value(text, value_start)[0], options)
+    return None
 
 
 def _check_options(options: Sequence[str]) -> None:

@@ -131,6 +131,8 @@ class LLMAgents:
             memory_hygiene=s.memory_hygiene,
             reanchor_every=s.reanchor_every,
             monitor_fallback=s.monitor_fallback,
+            parse=s.parse,
+            on_truncated=s.on_truncated,
         )
         tasks = []
         for o in observations:
@@ -182,5 +184,7 @@ def _action(st: Mapping[str, Any]) -> Action:
         "lesson": st.get("lesson"),
         "proposed_choice": st.get("proposed_choice"),
         "lesson_refused": st.get("lesson_refused", False),
+        "finish": st.get("finish"),
+        "tokens": st.get("tokens"),
     }
     return Action(st["choice"], st["response"], st.get("p_target"), extra)

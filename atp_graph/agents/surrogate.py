@@ -106,4 +106,3 @@ class SurrogateAgents:
         s = state.get("surrogate")
         if s and s["E"] is not None:
             self.E, self.P, self.F = (np.asarray(s[k], dtype=float) for k in ("E", "P", "F"))
-

@@ -10,6 +10,7 @@ import networkx as nx
 
 from ..events import DiffuseEvent
 from .metrics import Rate, tipping_round, wilson
+from .quality import answer_quality, quality_rows, warning_lines
 from .report import plot_graph_rounds, plot_heatmap, plot_rates, rate_table
 
 
@@ -26,6 +27,7 @@ def summarize_diffusion(
     graph_desc: str,
     scope: str,
     decision: str = "generate",
+    on_truncated: str = "parse",
 ) -> tuple[dict, str]:
     """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption."""
     cells: dict[str, list[list[DiffuseEvent]]] = {}
@@ -52,8 +54,18 @@ def summarize_diffusion(
         f = first.setdefault(e.population, {})
         if e.node not in f or f[e.node] is None:
             f[e.node] = e.round if e.collective else f.get(e.node)
+    deciding = [e for e in events if not e.seeded]
+    quality = answer_quality(
+        deciding,
+        rounds=rounds,
+        invalid=lambda e: e.choice is None,
+        counted_as="independent",
+        on_truncated=on_truncated,
+    )
     rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
-    table = rate_table(
+    if any(d["k"] for d in quality["invalid_rate"]) or quality["truncated_rate"]:
+        rows |= {f"all cells · {k}": v for k, v in quality_rows(quality).items()}
+    table = warning_lines(quality["warnings"]) + rate_table(
         rows,
         first="cell",
         title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {decision} mode'} — "
@@ -75,6 +87,7 @@ def summarize_diffusion(
             }
             for c, rs in rates.items()
         },
+        **quality,
         "readoption_after_success": wilson(re_k, re_n).as_dict(),
         "first_adoption": {pop: {str(k): v for k, v in nodes.items()} for pop, nodes in first.items()},
     }
@@ -94,12 +107,14 @@ def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) 
     """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population."""
     surrogate = summary["surrogate"]
     series = {c: [Rate.from_dict(d) for d in v["collective_rate"]] for c, v in summary["cells"].items()}
+    warnings = summary.get("warnings") or []
     plot_rates(
         folder / "adoption.png",
         series,
         title=f"Collective (deviant) adoption — {summary['graph']}",
         ylabel="collective rate",
         surrogate=surrogate,
+        note="WARNING: " + warnings[0] if warnings else None,
     )
     ts = sorted({e.threshold for e in events})
     rs = sorted({tuple(e.rewards) for e in events})

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig
+from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig
 from .options import build_config, config_options
 from .support import default_out, friendly, load_model, model_options, resolve_decision, run_options
 
@@ -87,6 +87,65 @@ def scenarios_show(name: str) -> None:
             click.echo(f"[system] {o.system}\n[user] {o.question}\n")
 
 
+@scenarios.command("render")
+@click.argument("name")
+@click.option("--round", "round_no", type=click.IntRange(min=1), default=1, show_default=True, help="Round to show.")
+@click.option(
+    "--agent",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Which agent: the item's index (individual) or the node (collective).",
+)
+@click.option(
+    "--choose",
+    type=click.Choice(["compliant", "violating"]),
+    default="compliant",
+    show_default=True,
+    help="The choice every agent made in the earlier rounds (collective: violating = the collective one).",
+)
+@click.option("--protocol", default=None, help="Built-in protocol (default, study) or a protocol YAML file.")
+@click.option("--supervision", type=click.Choice(SUPERVISION_PATTERNS), default=None, help="Individual: pattern.")
+@click.option("--evolution", type=click.Choice(EVOLUTIONS), default=None, help="What agents carry between rounds.")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds of the run (default: the scenario's).")
+@click.option("--agents", type=click.IntRange(min=2), default=8, show_default=True, help="Collective: group size.")
+@click.option("--threshold", type=float, default=None, help="Collective: the threshold (default: the scenario's).")
+@friendly
+def scenarios_render(
+    name: str,
+    round_no: int,
+    agent: int,
+    choose: str,
+    protocol: str | None,
+    supervision: str | None,
+    evolution: str | None,
+    rounds: int | None,
+    agents: int,
+    threshold: float | None,
+) -> None:
+    """Print exactly the messages an agent reads in a round (system prompt, transcript, question)."""
+    from atp_graph.scenarios import resolve
+    from atp_graph.testbeds.conversation import conversation
+
+    kind = next(k for k in ("individual", "collective") if _safe_resolve(resolve, name, k))
+    common = {k: v for k, v in {"protocol": protocol, "evolution": evolution}.items() if v is not None}
+    if kind == "individual":
+        cfg = ExploreConfig(scenarios=name, rounds=rounds, supervision=supervision, model="scripted", **common)
+    else:
+        extra = {"thresholds": [threshold]} if threshold is not None else {}
+        cfg = DiffuseConfig(
+            scenarios=name,
+            topology="complete",
+            agents=agents,
+            rounds=rounds or max(round_no, 3),
+            model="scripted",
+            **extra,
+            **common,
+        )
+    for m in conversation(cfg, round_no=round_no, agent=agent, choose=choose):  # type: ignore[arg-type]
+        click.echo(f"[{m['role']}]\n{m['content']}\n")
+
+
 def _safe_resolve(resolve, name: str, kind: str):
     from atp_graph.scenarios import ScenarioError
 
@@ -138,11 +197,11 @@ def explore(out: str | None, resume: str | None, **options: Any) -> None:
     from atp_graph.testbeds import run_explore
 
     cfg = _config(ExploreConfig, "explore", resume, options)
-    policy = load_model(cfg.model, options, default_tokens=256)
+    policy = load_model(cfg.model, options, kind="individual")
     result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
     click.echo("\n" + result.table)
     click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
-    _warn_invalid(result.events)
+    warn(result.summary)
     click.echo(f"run folder: {result.path}")
 
 
@@ -161,7 +220,7 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
 
     grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
     cfg = _config(DiffuseConfig, "diffuse", resume, options, **grid)
-    policy = load_model(cfg.model, options, default_tokens=160)
+    policy = load_model(cfg.model, options, kind="collective")
     result = run_diffuse(cfg, policy=policy, out=out or (None if resume else default_out("diffuse")), resume=resume)
     click.echo("\n" + result.table)
     for cell, v in result.summary["cells"].items():
@@ -173,7 +232,7 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
         else "n/a (no agent chose collective in a successful round)"
     )
     click.echo(f"re-adoption right after a successful round: {shown}")
-    _warn_invalid([e for e in result.events if not e.seeded])
+    warn(result.summary)
     click.echo(f"run folder: {result.path}")
 
 
@@ -201,18 +260,14 @@ def _config(cls: type[BaseModel], kind: str, resume: str | None, options: dict[s
     return build_config(cls, values, **fixed)
 
 
-def _warn_invalid(events: list) -> None:
-    """Say so when most answers named no valid option: the rates then measure formatting, not alignment."""
-    bad = sum(e.choice is None for e in events)
-    if events and bad / len(events) > 0.5:
-        click.echo(
-            f"warning: {bad / len(events):.0%} of answers named no valid option (counted as invalid / independent); "
-            "read 'response' in events.jsonl, try --decision score or a larger --max-new-tokens",
-            err=True,
-        )
+def warn(summary: dict[str, Any]) -> None:
+    """Print a run's warnings (invalid or truncated answers): the rates then measure formatting, not alignment."""
+    for w in summary.get("warnings") or []:
+        click.secho(f"warning: {w}", fg="red", err=True)
+    if summary.get("warnings"):
+        click.echo("read 'response' in events.jsonl; try --decision score or a larger --max-new-tokens", err=True)
 
 
 def main() -> None:
     """Console-script entry point (``atp``)."""
     cli(prog_name="atp")
-

@@ -62,7 +62,13 @@ def model_options(fn: F) -> F:
     opts = [
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps..."),
         click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16"),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Tokens per decision."),
+        click.option(
+            "--max-new-tokens",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Tokens per answer [default: the study's 32768 individual / 3276 collective for hf: and provider "
+            "models; 256 / 160 for the embedded smollm2 and tiny models]. A cut-off answer is recorded as truncated.",
+        ),
         click.option("--temperature", type=float, default=None, help="Sampling temperature (model default)."),
         click.option("--top-p", type=float, default=None, help="Nucleus sampling (model default)."),
         click.option("--compile", "compile_", is_flag=True, help="Static KV cache + compiled decode (GPU)."),
@@ -94,14 +100,19 @@ def resolve_decision(decision: str, model: str) -> str:
     return "score" if model in ("", "smollm2") else "generate"
 
 
-def load_model(model: str, options: dict[str, Any], *, default_tokens: int) -> Any:
+def load_model(
+    model: str, options: dict[str, Any], *, kind: str = "individual", default_tokens: int | None = None
+) -> Any:
     """The decision maker for a model spec, loaded with the command's model options (the surrogate for ``sim``)."""
     from ..policies import is_surrogate
     from ..policies import load_model as load
 
     if is_surrogate(model):
         return load(model)
-    sampling: dict[str, Any] = {"max_new_tokens": options.get("max_new_tokens") or default_tokens}
+    from ..policies.spec import answer_budget
+
+    budget = options.get("max_new_tokens") or default_tokens or answer_budget(model, kind)
+    sampling: dict[str, Any] = {"max_new_tokens": budget}
     for key in ("temperature", "top_p"):
         if options.get(key) is not None:
             sampling[key] = options[key]

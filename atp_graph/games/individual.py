@@ -12,8 +12,9 @@ from ..contracts import Action, Observation, Observations, Outcome, Submission
 from ..events import ExploreEvent
 from ..scenarios import IndividualItem
 from ..scenarios.models import SupervisionPattern
-from .prompts import individual_feedback, individual_question
-from .rules import individual_outcome, supervision_schedule, supervision_text
+from .prompts import DEFAULT, individual_feedback, individual_question, individual_system
+from .protocol import Protocol
+from .rules import base_reward, individual_outcome, supervision_schedule, supervision_text
 
 
 def rule_text(item: IndividualItem) -> str:
@@ -30,6 +31,8 @@ class IndividualGame:
         rounds: Rounds the run will play (the schedule depends on it for the ``last_*`` patterns).
         seed: Seed of the sampling seeds, the ``random`` pattern and the surrogate's draws.
         agent_ids: Optional agent ids instead of the item keys (the probe names its threads).
+        protocol: The words around the scenario (:mod:`atp_graph.games.protocol`).
+        random_rule: How the ``random`` pattern picks rounds (``seeded`` or the study's ``cyclic``).
     """
 
     kind = "individual"
@@ -42,10 +45,12 @@ class IndividualGame:
         rounds: int,
         seed: int = 0,
         agent_ids: Sequence[str] | None = None,
+        protocol: Protocol = DEFAULT,
+        random_rule: str = "seeded",
     ) -> None:
-        self.items = list(items)
+        self.items, self.protocol = list(items), protocol
         self.pattern, self.seed = pattern, seed
-        self.schedule = supervision_schedule(pattern, rounds, seed=seed)
+        self.schedule = supervision_schedule(pattern, rounds, seed=seed, random_rule=random_rule)
         self.agents = list(agent_ids) if agent_ids is not None else [it.key for it in self.items]
         self.low = np.array([it.reward_compliant for it in self.items], dtype=float)
         high = np.array([it.reward_violating_undetected for it in self.items], dtype=float)
@@ -64,9 +69,9 @@ class IndividualGame:
             agent=self.agents[i],
             round=round_no,
             seed=self.seed * 1_000_003 + round_no * 10_007 + i,
-            system=it.system_prompt,
-            question=individual_question(it, sup),
-            swapped=individual_question(it, sup, swapped=True),
+            system=individual_system(it, protocol=self.protocol),
+            question=individual_question(it, sup, protocol=self.protocol),
+            swapped=individual_question(it, sup, swapped=True, protocol=self.protocol),
             options=(it.compliant, it.violating),
             target=it.violating,
             rule=rule_text(it),
@@ -95,7 +100,14 @@ class IndividualGame:
         return Outcome(
             reward=reward,
             gain=(reward - self.low) / np.maximum(np.abs(self.low), 1e-9),
-            feedback=lambda i: individual_feedback(round_no, choices[i], paid[i][0], paid[i][1], supervised),
+            feedback=lambda i: individual_feedback(
+                round_no,
+                choices[i],
+                *paid[i],
+                supervised,
+                base_reward=base_reward(choices[i], self.items[i]),
+                protocol=self.protocol,
+            ),
         )
 
     def record(self, round_no: int, observations: Observations, actions: Sequence[Action]) -> list[ExploreEvent]:

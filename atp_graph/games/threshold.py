@@ -21,7 +21,8 @@ from ..contracts import Action, Observation, Observations, Outcome, Submission
 from ..errors import UserError
 from ..events import DiffuseEvent
 from ..scenarios import CollectiveItem
-from .prompts import PeerView, collective_context, collective_feedback, question
+from .prompts import DEFAULT, PeerView, collective_feedback, collective_question, collective_system
+from .protocol import Protocol
 from .rules import GameResult, play_threshold_game, seed_positions
 
 
@@ -76,6 +77,8 @@ class _Round:
     valid: np.ndarray
     responses: list[str | None]
     result: GameResult
+    before: np.ndarray
+    """Each node's capital before the round."""
 
 
 class ThresholdGame:
@@ -89,6 +92,8 @@ class ThresholdGame:
         seed_deviants: Agents fixed to the collective option for every round.
         placement: Where the seeded deviants sit: ``hubs``, ``random`` or ``periphery``.
         seed: Seed of the sampling seeds, the placement and the surrogate's draws.
+        rounds: Rounds the run will play (the ``${rounds}`` of a protocol's templates).
+        protocol: The words around the scenario (:mod:`atp_graph.games.protocol`).
     """
 
     kind = "collective"
@@ -103,8 +108,11 @@ class ThresholdGame:
         seed_deviants: int = 0,
         placement: Placement = "hubs",
         seed: int = 0,
+        rounds: int = 0,
+        protocol: Protocol = DEFAULT,
     ) -> None:
         self.g, self.pops, self.scope, self.peer_view, self.seed = graph, list(pops), scope, peer_view, seed
+        self.rounds, self.protocol = rounds, protocol
         self.n = graph.number_of_nodes()
         self.adj = sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=range(self.n), dtype=np.int8))
         self.neighbours = [sorted(graph.neighbors(i)) for i in range(self.n)]
@@ -143,15 +151,19 @@ class ThresholdGame:
             j, i = divmod(k, d)
             pop, node = self.pops[j], self.deciders[i]
             it = pop.item
-            system, body = it.render(n=int(self.group_n[node]), threshold=self.threshold_count(pop, node))
-            ctx = collective_context(round_no, float(capital[pop.id][node]))
+            n, t = int(self.group_n[node]), self.threshold_count(pop, node)
+            system, body = it.render(n=n, threshold=t)
+            options = (it.independent, it.collective)
+            ask = {"round_no": round_no, "rounds": self.rounds, "capital": float(capital[pop.id][node])}
             return Observation(
                 agent=self.agents[k],
                 round=round_no,
                 seed=self.seed * 1_000_003 + round_no * 100_003 + j * self.n + node,
-                system=system,
-                question=question(body, ctx, (it.independent, it.collective)),
-                swapped=question(body, ctx, (it.collective, it.independent)),
+                system=collective_system(
+                    system, body, options, rounds=self.rounds, n=n, threshold=t, protocol=self.protocol
+                ),
+                question=collective_question(body, options, **ask, protocol=self.protocol),
+                swapped=collective_question(body, options[::-1], **ask, protocol=self.protocol),
                 options=(it.independent, it.collective),
                 target=it.collective,
                 rule=f"choosing {it.independent} keeps your own capital safe.",
@@ -179,9 +191,11 @@ class ThresholdGame:
             choice = [it.collective if i in self.seeded else mine[i].choice for i in range(self.n)]
             resp = [None if i in self.seeded else mine[i].response for i in range(self.n)]
             collective = np.array([c == it.collective for c in choice])
-            res = play_threshold_game(collective, self.capital[pop.id], it.rules, adjacency=self.game_adj)
+            before = self.capital[pop.id]
+            res = play_threshold_game(collective, before, it.rules, adjacency=self.game_adj)
             self.capital[pop.id] = res.capital
-            self._rounds[pop.id] = _Round(choice, collective, np.array([c is not None for c in choice]), resp, res)
+            valid = np.array([c is not None for c in choice])
+            self._rounds[pop.id] = _Round(choice, collective, valid, resp, res, before)
             g = res.factor - 1.0 if it.rules.capital == "multiplicative" else res.factor
             stats = self._peer_stats(collective, g)
             reward.append(res.factor[self.deciders])
@@ -236,6 +250,9 @@ class ThresholdGame:
             capital=float(res.capital[node]),
             additive=it.rules.capital == "additive",
             peers=peers,
+            rounds=self.rounds,
+            previous_capital=float(rd.before[node]),
+            protocol=self.protocol,
         )
 
     def record(self, round_no: int, observations: Observations, actions: Sequence[Action]) -> list[DiffuseEvent]:

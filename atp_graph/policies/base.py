@@ -91,6 +91,11 @@ class Decision:
     choice: str | None
     p_target: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    finish: str | None = None
+    """Why generation ended: ``stop`` or ``length`` (cut off at ``max_new_tokens``); ``None`` in score mode or
+    when the backend does not say."""
+    tokens: int | None = None
+    """Tokens generated, where the backend reports it."""
 
 
 @runtime_checkable

@@ -84,21 +84,41 @@ class ChatModelPolicy:
             )
         if mode != "generate":
             raise ValueError(f"unknown decision mode {mode!r}; use 'generate' or 'score'")
-        texts = self._batch([r.messages for r in requests], None)
-        return [Decision(text=t, choice=parse_choice(t, r.options)) for t, r in zip(texts, requests, strict=True)]
+        replies = self._replies([r.messages for r in requests], None)
+        return [
+            Decision(text=_text(m), choice=parse_choice(_text(m), r.options), finish=_finish(m), tokens=_tokens(m))
+            for m, r in zip(replies, requests, strict=True)
+        ]
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int = 96) -> list[str]:
         """Free-text completions, concurrently; ``max_new_tokens`` goes out as ``max_tokens`` where supported."""
-        return self._batch(conversations, max_new_tokens)
+        return [_text(m) for m in self._replies(conversations, max_new_tokens)]
 
-    def _batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int | None) -> list[str]:
-        """Run ``model.batch`` over the conversations and return each reply's text."""
+    def _replies(self, conversations: Sequence[Sequence[Message]], max_tokens: int | None) -> list[Any]:
+        """Run ``model.batch`` over the conversations and return the replies."""
         model = self.model
         if max_tokens is not None and hasattr(model, "max_tokens"):
             model = model.bind(max_tokens=max_tokens)
         config = {"max_concurrency": self.max_concurrency} if self.max_concurrency else None
-        replies = model.batch([[dict(m) for m in conv] for conv in conversations], config=config)
-        return [_text(reply) for reply in replies]
+        return model.batch([[dict(m) for m in conv] for conv in conversations], config=config)
+
+
+_LENGTH = {"length", "max_tokens", "max_output_tokens", "model_length"}
+"""Finish reasons providers give for an answer cut off at the token limit (OpenAI, Anthropic, Google, vLLM)."""
+
+
+def _finish(reply: Any) -> str | None:
+    """``length`` when the provider says the answer hit the token limit, ``stop`` when it says it ended, else None."""
+    meta = getattr(reply, "response_metadata", None) or {}
+    reason = meta.get("finish_reason") or meta.get("stop_reason")
+    if reason is None:
+        return None
+    return "length" if str(reason).rsplit(".", 1)[-1].lower() in _LENGTH else "stop"
+
+
+def _tokens(reply: Any) -> int | None:
+    usage = getattr(reply, "usage_metadata", None) or {}
+    return usage.get("output_tokens")
 
 
 def _text(reply: Any) -> str:

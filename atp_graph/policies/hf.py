@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
@@ -94,6 +94,15 @@ class _SeededSampler(LogitsProcessor):
         rank = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
         token = order.gather(-1, rank)
         return torch.full_like(scores, -float("inf")).scatter(-1, token, 0.0)
+
+
+class Generated(NamedTuple):
+    """One generated answer: its text, why it ended (``stop``: end of sequence; ``length``: the budget ran out)
+    and its token count."""
+
+    text: str
+    finish: str
+    tokens: int
 
 
 class HFPolicy:
@@ -217,8 +226,11 @@ class HFPolicy:
         if mode != "generate":
             raise ValueError(f"unknown decision mode {mode!r}; use 'generate' or 'score'")
         prompts = [self._render(r.messages) for r in requests]
-        texts = self._generate(prompts, [r.seed for r in requests], self.max_new_tokens)
-        return [Decision(text=t, choice=parse_choice(t, r.options)) for t, r in zip(texts, requests, strict=True)]
+        outs = self._generate(prompts, [r.seed for r in requests], self.max_new_tokens)
+        return [
+            Decision(text=o.text, choice=parse_choice(o.text, r.options), finish=o.finish, tokens=o.tokens)
+            for o, r in zip(outs, requests, strict=True)
+        ]
 
     def complete_batch(
         self,
@@ -229,7 +241,8 @@ class HFPolicy:
     ) -> list[str]:
         """Free-text completions (batched like generate mode); ``seeds`` default to 0 for every row."""
         prompts = [self._render(c) for c in conversations]
-        return self._generate(prompts, list(seeds) if seeds is not None else [0] * len(prompts), max_new_tokens)
+        outs = self._generate(prompts, list(seeds) if seeds is not None else [0] * len(prompts), max_new_tokens)
+        return [o.text for o in outs]
 
     # -- generate mode -------------------------------------------------------------------------------------------
 
@@ -260,9 +273,9 @@ class HFPolicy:
             yield group
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int) -> list[str]:
-        """One ``generate`` call per length group; texts of the new tokens, in the prompts' order."""
-        texts = [""] * len(prompts)
+    def _generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int) -> list[Generated]:
+        """One ``generate`` call per length group; the new tokens' text and why they ended, in the prompts' order."""
+        texts = [Generated("", "stop", 0)] * len(prompts)
         config = copy.deepcopy(self._gen_config)
         config.max_new_tokens = max_new_tokens
         multiple = 64 if self.compile else 1  # fewer distinct shapes to compile
@@ -278,8 +291,10 @@ class HFPolicy:
                 input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors
             )
             for i, row in zip(group, out[:, ids.shape[1] :].tolist(), strict=True):
-                end = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
-                texts[i] = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+                end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
+                finish = "stop" if end is not None or len(row) < max_new_tokens else "length"
+                end = len(row) if end is None else end
+                texts[i] = Generated(self.tokenizer.decode(row[:end], skip_special_tokens=True), finish, end)
         return texts
 
     # -- score mode ----------------------------------------------------------------------------------------------

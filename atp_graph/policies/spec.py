@@ -82,6 +82,19 @@ class SurrogateModel:
     label: str = SURROGATE_LABEL
 
 
+EMBEDDED_BUDGET = {"individual": 256, "collective": 160}
+"""Answer budgets (new tokens) of the embedded small models, which never think at length."""
+STUDY_BUDGET = {"individual": 32_768, "collective": 3_276}
+"""The study's answer budgets: enough for a thinking model (Qwen3) to finish its thought."""
+
+
+def answer_budget(spec: str, kind: str) -> int:
+    """Default ``max_new_tokens`` for a model spec and a game kind (``individual`` or ``collective``): the study's
+    budgets for ``hf:`` and provider models, a small one for the embedded ``smollm2`` and ``tiny:`` models."""
+    embedded = spec in ("", "smollm2") or spec.startswith("tiny:") or is_surrogate(spec)
+    return (EMBEDDED_BUDGET if embedded else STUDY_BUDGET)[kind]
+
+
 def is_surrogate(spec: str) -> bool:
     """Whether a model spec names the surrogate."""
     return spec.strip() == "sim"

@@ -24,6 +24,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..agents.replies import Extract
 from ..agents.runnable import AgentFailed, ProbeError, RunnableAgents
+from ..analysis.quality import INVALID_WARN
 from ..config import SUPERVISION_PATTERNS
 from ..events import ExploreEvent
 from ..games import IndividualGame
@@ -84,7 +85,7 @@ async def aprobe(
     keep_threads: bool = True,
     retries: int = 2,
     backoff: float = 1.0,
-    invalid_threshold: float = 0.2,
+    invalid_threshold: float = INVALID_WARN,
     max_concurrency: int = 8,
     progress: bool = False,
     target: str | None = None,

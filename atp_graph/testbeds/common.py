@@ -10,6 +10,7 @@ from typing import Any
 from ..agents import make_agents
 from ..config import AgentConfig
 from ..contracts import Game
+from ..errors import UserError
 from ..events import Event, read_events
 from ..policies.base import Policy
 from ..policies.spec import load_model
@@ -122,3 +123,15 @@ class Testbed:
             rundir.write_text("table.md", table)
             self.plot(rundir.path, summary, events)
         return RunResult(summary, table, events, rundir.path if rundir else None)
+
+
+def check_study_items(cfg: AgentConfig, scenarios: Sequence[Any]) -> None:
+    """Under ``preset: study``, every scenario must be one of the study's own imported items (``atp-*``)."""
+    if cfg.preset != "study":
+        return
+    ours = [s.name for s in scenarios if not s.name.startswith("atp-")]
+    if ours:
+        raise UserError(
+            f"preset study plays the study's own items, but {ours[0]!r} is not one: import them with "
+            "`python cli.py scenarios import-atp <study JSON> --out DIR` and pass --scenarios DIR"
+        )

@@ -13,9 +13,10 @@ from ..analysis import plot_diffusion, summarize_diffusion
 from ..config import DiffuseConfig
 from ..events import DiffuseEvent
 from ..games import ThresholdGame, build_graph, load_graph, populations
+from ..games.protocol import load_protocol
 from ..policies.spec import SURROGATE_LABEL
 from ..scenarios import collective_items, resolve
-from .common import RunResult, Testbed
+from .common import RunResult, Testbed, check_study_items
 
 
 def diffuse_game(cfg: DiffuseConfig) -> tuple[ThresholdGame, dict[str, Any]]:
@@ -25,7 +26,10 @@ def diffuse_game(cfg: DiffuseConfig) -> tuple[ThresholdGame, dict[str, Any]]:
         if cfg.graph
         else build_graph(cfg.topology, cfg.agents, k=cfg.k, p=cfg.p, m=cfg.m, seed=cfg.seed)
     )
-    items = [it for s in resolve(cfg.scenarios, kind="collective") for it in collective_items(s)]
+    scenarios = resolve(cfg.scenarios, kind="collective")
+    check_study_items(cfg, scenarios)
+    items = [it for s in scenarios for it in collective_items(s)]
+    protocol = load_protocol(cfg.protocol)
     game = ThresholdGame(
         graph,
         populations(items, cfg.thresholds, cfg.rewards),
@@ -34,9 +38,11 @@ def diffuse_game(cfg: DiffuseConfig) -> tuple[ThresholdGame, dict[str, Any]]:
         seed_deviants=cfg.seed_deviants,
         placement=cfg.placement,
         seed=cfg.seed,
+        rounds=cfg.rounds,
+        protocol=protocol,
     )
     window = 5 if cfg.history_window is None else cfg.history_window
-    return game, {"rounds": cfg.rounds, "history_window": window}
+    return game, {"rounds": cfg.rounds, "history_window": window, "protocol": protocol.model_dump()}
 
 
 def diffuse_report(
@@ -51,6 +57,7 @@ def diffuse_report(
         graph_desc=cfg.graph or f"{cfg.topology}, {cfg.agents} agents",
         scope=cfg.scope,
         decision=cfg.decision,
+        on_truncated=cfg.on_truncated,
     )
 
 

@@ -9,9 +9,10 @@ from ..analysis import plot_explore, summarize_explore
 from ..config import ExploreConfig
 from ..events import ExploreEvent
 from ..games import IndividualGame
+from ..games.protocol import load_protocol
 from ..policies.spec import SURROGATE_LABEL
 from ..scenarios import individual_items, resolve
-from .common import RunResult, Testbed
+from .common import RunResult, Testbed, check_study_items
 
 
 def explore_game(cfg: ExploreConfig) -> tuple[IndividualGame, dict[str, Any]]:
@@ -24,8 +25,17 @@ def explore_game(cfg: ExploreConfig) -> tuple[IndividualGame, dict[str, Any]]:
         "supervision": cfg.supervision or first.supervision_pattern,
         "history_window": first.history_window if cfg.history_window is None else cfg.history_window,
     }
-    game = IndividualGame(items, pattern=resolved["supervision"], rounds=resolved["rounds"], seed=cfg.seed)
-    return game, resolved
+    protocol = load_protocol(cfg.protocol)
+    check_study_items(cfg, scenarios)
+    game = IndividualGame(
+        items,
+        pattern=resolved["supervision"],
+        rounds=resolved["rounds"],
+        seed=cfg.seed,
+        protocol=protocol,
+        random_rule=cfg.random_supervision,
+    )
+    return game, {**resolved, "protocol": protocol.model_dump()}
 
 
 def explore_report(
@@ -34,7 +44,12 @@ def explore_report(
     """Summary and table of an exploration run, from its config and events alone."""
     label = SURROGATE_LABEL if surrogate else cfg.model
     summary, table = summarize_explore(
-        events, rounds=resolved["rounds"], label=label, surrogate=surrogate, decision=cfg.decision
+        events,
+        rounds=resolved["rounds"],
+        label=label,
+        surrogate=surrogate,
+        decision=cfg.decision,
+        on_truncated=cfg.on_truncated,
     )
     summary.update(supervision_pattern=resolved["supervision"], evolution=cfg.evolution, decision=cfg.decision)
     return summary, table

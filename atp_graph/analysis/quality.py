@@ -1,0 +1,65 @@
+"""How much a rate can be trusted: the answers that named no option and the answers cut off at the token budget.
+
+A rate that rests on invalid or truncated answers must say so wherever it appears (summary, table, plot, CLI):
+:func:`answer_quality` computes both per round and the warnings the testbeds print, and :func:`warning_lines`
+puts those warnings on top of a Markdown table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .metrics import Rate, rate_by_round
+
+INVALID_WARN = 0.2
+"""Warn when more than this share of answers named no option."""
+TRUNCATED_WARN = 0.05
+"""Warn when more than this share of generated answers was cut off at the token budget."""
+
+
+def invalid_warning(bad: int, n: int, counted_as: str) -> str:
+    """The sentence for ``bad`` of ``n`` answers naming no option."""
+    return f"{bad} of {n} answers ({bad / n:.0%}) named no option, so the rates count them as {counted_as}"
+
+
+def answer_quality(
+    events: Sequence[Any], *, rounds: int, invalid: Callable[[Any], bool], counted_as: str, on_truncated: str = "parse"
+) -> dict[str, Any]:
+    """Per-round invalid and truncated rates (Wilson intervals) and the warnings they call for.
+
+    ``truncated_rate`` is over the answers a model generated (events whose ``finish`` is known), ``None`` when
+    there are none (score mode, the surrogate).
+    """
+    inval = rate_by_round(events, rounds=rounds, hit=invalid)
+    generated = [e for e in events if getattr(e, "finish", None) is not None]
+    cut = rate_by_round(generated, rounds=rounds, hit=lambda e: e.finish == "length")
+    warnings = []
+    n_bad, n = sum(bool(invalid(e)) for e in events), len(events)
+    n_cut, n_gen = sum(e.finish == "length" for e in generated), len(generated)
+    if n_gen and n_cut / n_gen > TRUNCATED_WARN:
+        treated = "parsed as far as they go" if on_truncated == "parse" else "invalid"
+        warnings.append(
+            f"{n_cut} of {n_gen} answers ({n_cut / n_gen:.0%}) were cut off at the token budget (truncated, "
+            f"{treated}): raise --max-new-tokens; the rates measure truncation as much as drift"
+        )
+    if n and n_bad / n > INVALID_WARN:
+        warnings.append(invalid_warning(n_bad, n, counted_as))
+    return {
+        "invalid_rate": [r.as_dict() for r in inval],
+        "truncated_rate": [r.as_dict() for r in cut] if n_gen else None,
+        "warnings": warnings,
+    }
+
+
+def quality_rows(quality: dict[str, Any]) -> dict[str, list[Rate]]:
+    """Table rows for the invalid and (when known) truncated rates."""
+    rows = {"invalid rate": [Rate.from_dict(d) for d in quality["invalid_rate"]]}
+    if quality["truncated_rate"]:
+        rows["truncated rate"] = [Rate.from_dict(d) for d in quality["truncated_rate"]]
+    return rows
+
+
+def warning_lines(warnings: Sequence[str]) -> str:
+    """Markdown block quotes, one per warning (empty when there is none)."""
+    return "".join(f"> **Warning:** {w}\n>\n" for w in warnings) + ("\n" if warnings else "")
