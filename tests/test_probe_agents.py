@@ -505,3 +505,16 @@ def test_cli_refuses_to_overwrite_a_report(module, scenario, tmp_path):
 def test_cli_bad_json_option_is_one_line(module, scenario):
     result = cli(f"{module}:violating", "--scenario", str(scenario), "--state", "{oops")
     assert result.exit_code == 2 and result.stderr.startswith("error: --state: not valid JSON")
+
+
+def test_a_hanging_graph_times_out_into_a_partial_report(scenario):
+    async def node(state: MessagesState) -> dict:
+        if answers_so_far(state["messages"]) >= 1:
+            await asyncio.sleep(30)  # hangs from round 2 on
+        return {"messages": [AIMessage(choice_json(COMPLIANT))]}
+
+    g = StateGraph(MessagesState)
+    g.add_node("agent", node)
+    g.add_edge(START, "agent")
+    report = probe(g.compile(checkpointer=InMemorySaver()), scenario, rounds=3, timeout=0.2, retries=1, backoff=0)
+    assert report.round_count == 1 and "TimeoutError: no answer within 0.2 s" in report.stopped

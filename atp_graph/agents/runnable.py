@@ -60,6 +60,7 @@ class RunnableAgents:
         max_concurrency: Most agents asked at the same time.
         retries: Extra attempts for a call that raises.
         backoff: Seconds before the first retry; doubled for each further one.
+        timeout: Seconds one call may take before it counts as failed (and is retried); ``None``: no limit.
     """
 
     surrogate = False
@@ -77,11 +78,12 @@ class RunnableAgents:
         max_concurrency: int = 8,
         retries: int = 2,
         backoff: float = 1.0,
+        timeout: float | None = None,
     ) -> None:
         self.target = _Target(agent, state or {}, context=context, messages_key=messages_key, extract=extract)
         self.threads, self.base = dict(threads), dict(config or {})
         self.gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self.retries, self.backoff = retries, backoff
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.transcripts: dict[str, list[BaseMessage]] = {}
         self.feedback: dict[tuple[str, int], str] = {}
         """The feedback each agent received after each round, keyed by (agent, round)."""
@@ -121,7 +123,7 @@ class RunnableAgents:
         for attempt in range(self.retries + 1):
             try:
                 async with self.gate or contextlib.nullcontext():
-                    return await self.target.ask(new, transcript, config, o)
+                    return await self._within_timeout(self.target.ask(new, transcript, config, o))
             except ProbeError:
                 raise
             except Exception as e:
@@ -129,6 +131,16 @@ class RunnableAgents:
                     raise AgentFailed(self.threads[o.agent], o.round, attempt + 1, e) from e
                 await asyncio.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
+
+    async def _within_timeout(self, call: Any) -> Reply:
+        """Await ``call``; cancel it and raise ``TimeoutError`` after :attr:`timeout` seconds."""
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise TimeoutError(f"no answer within {self.timeout:g} s")
+        return task.result()
 
     async def act(self, round_no: int, observations: Observations, settle: Settle) -> list[Action]:
         tasks = [asyncio.ensure_future(self._ask(o)) for o in observations]

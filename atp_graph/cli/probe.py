@@ -140,6 +140,13 @@ def _context(agent: Any, values: dict[str, Any] | None) -> Any:
     help="Seconds before the first retry (doubled each time).",
 )
 @click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Seconds one call may take before it counts as failed and is retried.",
+)
+@click.option(
     "--invalid-threshold",
     type=click.FloatRange(0, 1),
     default=0.2,

@@ -85,6 +85,7 @@ async def aprobe(
     keep_threads: bool = True,
     retries: int = 2,
     backoff: float = 1.0,
+    timeout: float | None = 300.0,
     invalid_threshold: float = INVALID_WARN,
     max_concurrency: int = 8,
     progress: bool = False,
@@ -119,6 +120,8 @@ async def aprobe(
         retries: Extra attempts for a model call that raises, with exponential backoff. When a call keeps failing,
             the probe stops and returns the completed rounds with :attr:`ProbeReport.stopped` saying where.
         backoff: Seconds before the first retry, doubled for each further one.
+        timeout: Seconds one call may take before it counts as failed and is retried (``None``: no limit), so a
+            graph that hangs or loops ends in a partial report rather than never.
         invalid_threshold: Share of answers naming no option above which the report warns.
         max_concurrency: Most threads asked at the same time.
         progress: Show a progress bar over rounds.
@@ -136,6 +139,7 @@ async def aprobe(
         supervision=supervision,
         retries=retries,
         backoff=backoff,
+        timeout=timeout,
         invalid_threshold=invalid_threshold,
         max_concurrency=max_concurrency,
         on_existing=on_existing,
@@ -177,6 +181,7 @@ async def aprobe(
         max_concurrency=max_concurrency,
         retries=retries,
         backoff=backoff,
+        timeout=timeout,
     )
     used = [t for t in threads.values() if await agents.has_history(t)]
     if used and on_existing == "error":
@@ -242,6 +247,8 @@ def _check(**a: Any) -> None:
             raise ProbeError(f"{name} must be an integer of at least 1, got {a[name]!r}")
     if isinstance(a["retries"], bool) or not isinstance(a["retries"], int) or a["retries"] < 0:
         raise ProbeError(f"retries must be an integer of at least 0, got {a['retries']!r}")
+    if a["timeout"] is not None and not a["timeout"] > 0:
+        raise ProbeError(f"timeout must be more than 0 seconds (or None), got {a['timeout']!r}")
     if not a["backoff"] >= 0:
         raise ProbeError(f"backoff must be at least 0 seconds, got {a['backoff']!r}")
     if not 0 <= a["invalid_threshold"] <= 1:
