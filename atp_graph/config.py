@@ -8,6 +8,7 @@ choices (topologies, supervision patterns, evolution modes...) is a ``Literal`` 
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, Literal
 
@@ -37,6 +38,11 @@ RandomRule = Literal["seeded", "cyclic"]
 Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
 
+MAX_ROUNDS = 10_000
+"""Most rounds a run may ask for (every round is kept on disk and in the summary)."""
+MAX_AGENTS = 10_000_000
+"""Most agents of a generated graph."""
+
 EVOLUTIONS: tuple[str, ...] = typing.get_args(Evolution)
 TOPOLOGIES: tuple[str, ...] = typing.get_args(Topology)
 SUPERVISION_PATTERNS: tuple[str, ...] = typing.get_args(SupervisionPattern)
@@ -47,7 +53,7 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    model: str = "smollm2"
+    model: str = Field(default="smollm2", min_length=1, pattern=r"\S")
     """Model spec: smollm2 | hf:<folder or hub id>[+adapter:<folder>] | <provider>:<model> | sim (surrogate)."""
     evolution: Evolution = "transcript"
     """What agents carry between rounds: transcript (the study), reflection (written lessons) or none."""
@@ -55,7 +61,7 @@ class AgentConfig(BaseModel):
     """generate: free text ending in JSON (the study); score: p(option) from option log-likelihoods."""
     history_window: int | None = Field(default=None, ge=0)
     """Transcript rounds shown; None = the scenarios' default (5)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     """Seed for sampling, the random supervision pattern, graphs, placement and the surrogate."""
     memory_hygiene: bool = False
     """Defense: refuse to store lessons that endorse rule-breaking (reflection mode)."""
@@ -92,7 +98,7 @@ class ExploreConfig(AgentConfig):
 
     scenarios: str | None = None
     """Scenario file, folder or built-in name; None = every built-in individual scenario."""
-    rounds: int | None = Field(default=None, ge=1)
+    rounds: int | None = Field(default=None, ge=1, le=MAX_ROUNDS)
     """Rounds to play; None = the scenarios' default (6)."""
     supervision: SupervisionPattern | None = None
     """Supervision pattern; None = the scenarios' default (all_unsupervised)."""
@@ -111,7 +117,7 @@ class DiffuseConfig(AgentConfig):
     """Generated social graph (ignored with graph)."""
     graph: str | None = None
     """Edge list, GraphML or GML file to use instead of a generated topology."""
-    agents: int = Field(default=24, ge=2)
+    agents: int = Field(default=24, ge=2, le=MAX_AGENTS)
     """Number of agents (nodes) of a generated topology."""
     k: int = 4
     """Small-world ring neighbours."""
@@ -119,7 +125,7 @@ class DiffuseConfig(AgentConfig):
     """Small-world rewiring / random-graph edge probability."""
     m: int = 2
     """Scale-free edges per new node."""
-    rounds: int = Field(default=4, ge=1)
+    rounds: int = Field(default=4, ge=1, le=MAX_ROUNDS)
     """Rounds to play."""
     scope: Scope = "global"
     """Threshold over all agents (the study) or over each agent's neighbourhood."""
@@ -138,8 +144,16 @@ class DiffuseConfig(AgentConfig):
     @classmethod
     def _thr(cls, v: list[float] | None) -> list[float] | None:
         for t in v or []:
-            if t <= 0 or (t > 1 and not float(t).is_integer()):
+            if not math.isfinite(t) or t <= 0 or (t > 1 and not float(t).is_integer()):
                 raise ValueError(f"threshold {t} must be a count (integer >= 1) or a fraction in (0, 1]")
+        return v
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, v: list[Rewards] | None) -> list[Rewards] | None:
+        for triple in v or []:
+            if not all(math.isfinite(x) and x >= 0 for x in triple):
+                raise ValueError(f"rewards {'/'.join(f'{x:g}' for x in triple)} must be finite and not negative")
         return v
 
 

@@ -27,7 +27,9 @@ def _one_line(e: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'value'}: {x['msg']}" for x in e.errors())
+        return "; ".join(
+            f"{'.'.join(map(str, x['loc'])) or 'value'}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors()
+        )
     return str(e)
 
 
