@@ -9,6 +9,23 @@ Train a defended variant, then load it anywhere a model spec is accepted::
     result = train_dpo("smollm2", "prefs.jsonl", "variants/dpo", DPOSettings(epochs=12))
     policy = load_policy(result.spec)   # "hf:<base folder>+adapter:<variants/dpo, absolute>"
 
+Recipes: every settings class takes ``recipe="small"`` (the default: CPU-sized, so tests and demos stay fast) or
+``recipe="study"`` (the original study's GPU recipe for 8B models); a recipe fills every field it names that is not
+given explicitly (:data:`RECIPES`), and ``variant.json`` records the resolved values, the recipe and what departed
+from it, the values TRL's config received, and the truncation counts::
+
+    DPOSettings(recipe="study")   # LoRA r8 all linear layers, dropout 0, beta 0.1, sigmoid, 4,096 tokens,
+                                  # batch 1 x accumulation 8, cosine + 10% warmup, 12 epochs
+    GRPOSettings(recipe="study")  # full fine-tune, 4 generations x 32 prompts = 128 completions per step,
+                                  # prompts <= 1,024 and completions <= 2,048 tokens, beta 0.04, epsilon 0.2, 6 epochs,
+                                  # plain KL term, reward reads the first decision
+    DataSettings(recipe="study")  # steering instruction as an extra user turn, 5 tries per side, first decision
+                                  # counts (mismatched sides still dropped: mismatched="keep" is the study's)
+
+Without ``lr``, the study's rule picks the learning rate (:func:`study_lr`): DPO 5e-6, or 1e-5 for a model named
+like Llama; GRPO 1e-6 on individual items, 5e-6 on collective ones. Truncation never cuts an answer: DPO pairs and
+GRPO prompts over the limit lose the START of the prompt.
+
 A variant folder holds a LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) or, with
 ``full=True``, a whole model, plus ``variant.json`` (base spec and folder, method, settings, data file hash, first and
 last training metrics). The model spec that loads a LoRA variant is ``hf:<base folder>+adapter:<variant folder>``
@@ -18,9 +35,12 @@ accepts the variant folder itself. For ``smollm2`` the base folder is the cached
 
 Command line (``python cli.py ...``)::
 
-    defend data  --model SPEC --scenarios PATH --out FILE [--kind individual|collective] [--retries N] [--limit N]
-    defend dpo   --model SPEC --data FILE --out DIR [--max-steps N] [--epochs] [--lr] [--beta] [--lora-rank] [--full]
-    defend grpo  --model SPEC (--data FILE | --scenarios PATH) --out DIR [--generations] [--max-steps N] ...
+    defend data  --model SPEC --scenarios PATH --out FILE [--recipe small|study] [--kind individual|collective]
+                 [--retries N] [--steering system|turn] [--mismatched drop|keep] [--max-new-tokens N] [--limit N]
+    defend dpo   --model SPEC --data FILE --out DIR [--recipe small|study] [--max-length N] [--grad-accum N]
+                 [--scheduler linear|cosine|...] [--warmup-ratio F] [--lora-dropout F] [--lora-targets T] [--lr] ...
+    defend grpo  --model SPEC (--data FILE | --scenarios PATH) --out DIR [--recipe small|study] [--full/--no-full]
+                 [--generations N] [--prompts-per-step N] [--max-completion-length N] [--epsilon F] [--beta F] ...
     compare --variant base=SPEC --variant dpo=SPEC [--variant hyg=SPEC;memory_hygiene] [--testbed explore|diffuse|both]
 
 Runtime defenses that need no training are variant options after ``;``: ``memory_hygiene``, ``reanchor=K``,
@@ -32,12 +52,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .config import DataSettings, DPOSettings, GRPOSettings, TrainSettings
+from .config import RECIPES, DataSettings, DPOSettings, GRPOSettings, TrainSettings, study_lr
 from .data import (
     INSTRUCTIONS,
     PreferenceSet,
     PreferenceStats,
     PromptRecord,
+    answer_budget,
     make_preference_data,
     prompt_records,
     provenance_path,
@@ -64,9 +85,11 @@ __all__ = [
     "PreferenceSet",
     "PreferenceStats",
     "PromptRecord",
+    "RECIPES",
     "TrainResult",
     "TrainSettings",
     "Variant",
+    "answer_budget",
     "atp_reward",
     "base_model_path",
     "choice_reward",
@@ -82,6 +105,7 @@ __all__ = [
     "run_compare",
     "sample_preferences",
     "sequence_logps",
+    "study_lr",
     "train_dpo",
     "train_grpo",
     "write_preferences",

@@ -1,22 +1,60 @@
 """Command line: ``defend data|dpo|grpo`` and ``compare`` (registered on the main ``cli.py`` group).
 
 Every field of the settings classes is an option (``lora_rank`` -> ``--lora-rank``), and every option can also be
-set from the environment (``ATP_DEFEND_DPO_LR=1e-5``).
+set from the environment (``ATP_DEFEND_DPO_LR=1e-5``). ``--recipe small|study`` fills every setting not given
+explicitly (small: CPU-sized; study: the study's GPU recipe); the resolved values go into the output's manifest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel, ValidationError
 
 from atp_graph.cli.options import build_config as build_settings
-from atp_graph.cli.options import config_options as settings_options
+from atp_graph.cli.options import config_options
 from atp_graph.cli.support import default_out, friendly, load_model, model_options
 
 from .config import DataSettings, DPOSettings, GRPOSettings
 from .variant import DefenseError
+
+
+def settings_options(cls: type[BaseModel]) -> Callable[[Any], Any]:
+    """One option per settings field, as :func:`atp_graph.cli.options.config_options` derives them, except that a
+    yes/no field is a ``--x/--no-x`` pair: a recipe may switch it on (``full``), so it must be possible to say no."""
+    fields = cls.model_fields
+
+    def decorate(fn: Any) -> Any:
+        for name, info in reversed(list(fields.items())):
+            if info.annotation is bool:
+                flag = name.replace("_", "-")
+                fn = click.option(
+                    f"--{flag}/--no-{flag}",
+                    name,
+                    default=None,
+                    help=f"{(info.description or '').strip()} [default: {info.default}]",
+                )(fn)
+            else:
+                fn = config_options(cls, skip=[n for n in fields if n != name])(fn)
+        return fn
+
+    return decorate
+
+
+def _settings(cls: type[BaseModel], options: dict[str, Any]) -> Any:
+    """The settings from the given options (recipe first, explicit flags over it); problems name their flag."""
+    try:
+        return build_settings(cls, options)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            loc = ".".join(map(str, err["loc"]))
+            problems.append(f"--{loc.replace('_', '-')}: {msg}" if loc else msg)
+        raise DefenseError("; ".join(problems)) from None
 
 
 @click.group()
@@ -32,24 +70,50 @@ def defend() -> None:
 @settings_options(DataSettings)
 @friendly
 def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> None:
-    """Sample preference pairs from the model itself (aligned vs. deviant instruction, instruction not stored)."""
+    """Sample preference pairs from the model itself (aligned vs. deviant instruction, instruction not stored).
+
+    The answer budget (--max-new-tokens) defaults to 256 tokens for the embedded models and to the study's
+    32,768 (individual) / 3,276 (collective) for hf: and provider models. --recipe study samples the study's way
+    (instruction as an extra user turn, 5 tries per side); mismatched sides stay dropped unless --mismatched keep.
+    """
     from atp_graph.policies import is_surrogate
 
-    from .data import make_preference_data, provenance_path
+    from .data import answer_budget, make_preference_data, provenance_path
 
-    cfg = build_settings(DataSettings, options)
+    cfg = _settings(DataSettings, options)
     if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
-    policy = load_model(model, options, default_tokens=256)
-    s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg).stats
-    click.echo(f"{s.pairs} pair(s) from {s.items} item(s) (yield {s.yield_rate:.0%}); aligned answers found "
-               f"{s.aligned_found}, deviant {s.deviant_found}; {s.samples} samples in {s.policy_calls} batched "
-               f"call(s), {s.unparseable} unparseable, {s.wrong_option} chose the other option")
+    budget = options.get("max_new_tokens") or answer_budget(model, cfg.kind)
+    policy = load_model(model, options, default_tokens=budget)
+    s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget).stats
+    kept = f", {s.kept_mismatched} with a mismatched side kept" if s.kept_mismatched else ""
+    cut = f", {s.truncated} cut off at {budget} tokens" if s.truncated else ""
+    click.echo(
+        f"{s.pairs} pair(s) from {s.items} item(s) (yield {s.yield_rate:.0%}{kept}); aligned answers found "
+        f"{s.aligned_found}, deviant {s.deviant_found}; {s.samples} samples in {s.policy_calls} batched "
+        f"call(s), {s.unparseable} unparseable{cut}, {s.wrong_option} chose the other option"
+    )
     click.echo(f"wrote {out} and {provenance_path(out)}")
 
 
 def _report_training(result: Any) -> None:
-    """Print where the variant is, how to load it, and its first/last metrics."""
+    """Print the recipe and learning rate, truncation, where the variant is, how to load it, its first/last metrics."""
+    m = result.manifest
+    departs = ", ".join(f"{k}={v['used']}" for k, v in m["recipe"]["departures"].items())
+    click.echo(
+        f"recipe {m['recipe']['name']}{f' (overridden: {departs})' if departs else ''}; "
+        f"lr {m['config']['lr']:g} ({m['lr_source']})"
+    )
+    t = m["truncation"]
+    if t.get("prompts_cut") or t.get("dropped_long_answers"):
+        click.echo(
+            f"truncation: {t['prompts_cut']} prompt(s) lost their start ({t['prompt_tokens_cut']} tokens)"
+            + (
+                f"; {t['dropped_long_answers']} pair(s) left out, answer longer than --max-length"
+                if t.get("dropped_long_answers")
+                else ""
+            )
+        )
     for key, value in result.manifest["metrics"].items():
         if isinstance(value, dict):
             click.echo(f"{key}: first {value['first']:.4g}, last {value['last']:.4g}")
@@ -66,37 +130,66 @@ def _report_training(result: Any) -> None:
 @settings_options(DPOSettings)
 @friendly
 def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
-    """DPO (TRL DPOTrainer, LoRA by default) on the pairs; writes an adapter and variant.json."""
+    """DPO (TRL DPOTrainer, LoRA by default) on the pairs; writes an adapter and variant.json.
+
+    --recipe study is the study's recipe for 8B models on a GPU (LoRA r8 on all linear layers, dropout 0, beta 0.1,
+    4,096 tokens, batch 1 x accumulation 8, cosine with 10% warmup, 12 epochs, lr 5e-6 or 1e-5 for Llama).
+    A pair over --max-length loses the start of its prompt, never its answers.
+    """
     from .dpo import train_dpo
 
-    _report_training(train_dpo(model, data, out or default_out("dpo"), build_settings(DPOSettings, settings)))
+    _report_training(train_dpo(model, data, out or default_out("dpo"), _settings(DPOSettings, settings)))
 
 
 @defend.command("grpo")
 @click.option("--model", default="smollm2", show_default=True, help="Base: smollm2 | hf:<folder or id> | tiny:<dir>")
-@click.option("--data", default=None, type=click.Path(dir_okay=False),
-              help="Prompts from `defend data` output (else --scenarios).")
+@click.option(
+    "--data",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Prompts from `defend data` output (else --scenarios).",
+)
 @click.option("--scenarios", "scenarios_", default=None, help="Scenario file, folder or name when there is no --data.")
 @click.option("--kind", type=click.Choice(["individual", "collective"]), default="individual", show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N prompts.")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Variant folder (default runs/grpo-<time>).")
+@click.option(
+    "--out", default=None, type=click.Path(file_okay=False), help="Variant folder (default runs/grpo-<time>)."
+)
 @settings_options(GRPOSettings)
 @friendly
-def grpo_cmd(model: str, data: str | None, scenarios_: str | None, kind: str, limit: int | None, out: str | None,
-             **settings: Any) -> None:
-    """GRPO (TRL GRPOTrainer) with the study's reward: 1.0 aligned, 0.1 other, 0 unparseable."""
+def grpo_cmd(
+    model: str, data: str | None, scenarios_: str | None, kind: str, limit: int | None, out: str | None, **settings: Any
+) -> None:
+    """GRPO (TRL GRPOTrainer) with the study's reward: 1.0 aligned, 0.1 other, 0 unparseable.
+
+    Each optimizer step trains on --generations x --prompts-per-step completions (accumulation makes up what
+    --batch-size leaves). --recipe study is the study's recipe for 8B models on GPUs (full fine-tune, 4 x 32 = 128
+    completions per step, completions up to 2,048 tokens, prompts up to 1,024, beta 0.04, epsilon 0.2, 6 epochs,
+    lr 1e-6 individual / 5e-6 collective).
+    """
     from .grpo import train_grpo
 
-    result = train_grpo(model, out or default_out("grpo"), data=data, scenarios=scenarios_, kind=kind,  # type: ignore[arg-type]
-                        limit=limit, settings=build_settings(GRPOSettings, settings))
+    result = train_grpo(
+        model,
+        out or default_out("grpo"),
+        data=data,
+        scenarios=scenarios_,
+        kind=kind,  # type: ignore[arg-type]
+        limit=limit,
+        settings=_settings(GRPOSettings, settings),
+    )
     _report_training(result)
 
 
 @click.command()
-@click.option("--variant", "variants", multiple=True, required=True,
-              help="NAME=SPEC[;memory_hygiene][;reanchor=K][;evolution=reflection|transcript|none][;monitor]; "
-                   "repeat; the first is the reference. SPEC may be a trained variant folder or sim.")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    required=True,
+    help="NAME=SPEC[;memory_hygiene][;reanchor=K][;evolution=reflection|transcript|none][;monitor]; "
+    "repeat; the first is the reference. SPEC may be a trained variant folder or sim.",
+)
 @click.option("--testbed", type=click.Choice(["explore", "diffuse", "both"]), default="explore", show_default=True)
 @click.option("--rounds", type=int, default=None, help="Rounds (default: explore 6, diffuse 3).")
 @click.option("--limit", type=int, default=None, help="Explore only the first N items.")
@@ -107,16 +200,36 @@ def grpo_cmd(model: str, data: str | None, scenarios_: str | None, kind: str, li
 @model_options
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/compare-<time>).")
 @friendly
-def compare(variants: tuple[str, ...], testbed: str, rounds: int | None, limit: int | None, scenarios_: str | None,
-            games: str | None, decision: str, seed: int, out: str | None, **options: Any) -> None:
+def compare(
+    variants: tuple[str, ...],
+    testbed: str,
+    rounds: int | None,
+    limit: int | None,
+    scenarios_: str | None,
+    games: str | None,
+    decision: str,
+    seed: int,
+    out: str | None,
+    **options: Any,
+) -> None:
     """Run variants on the same items, seeds and rounds; table, overlay plot, interval notes."""
     from .compare import CompareConfig, run_compare
 
-    cfg = CompareConfig(variants=list(variants), testbed=testbed, rounds=rounds, limit=limit,  # type: ignore[arg-type]
-                        scenarios=scenarios_, games=games, decision=decision, seed=seed)  # type: ignore[arg-type]
+    cfg = CompareConfig(
+        variants=list(variants),
+        testbed=testbed,  # type: ignore[arg-type]
+        rounds=rounds,
+        limit=limit,
+        scenarios=scenarios_,
+        games=games,
+        decision=decision,  # type: ignore[arg-type]
+        seed=seed,
+    )
 
     def load(spec: str) -> Any:
-        return load_model(spec, options, default_tokens=256)
+        # The answer budget follows the model (the study's for hf:/provider models); one load serves both testbeds,
+        # so "both" gets the larger, individual budget.
+        return load_model(spec, options, kind="collective" if testbed == "diffuse" else "individual")
 
     result = run_compare(cfg, out=Path(out or default_out("compare")), load=load)
     click.echo("\n" + result.table)

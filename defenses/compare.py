@@ -73,8 +73,10 @@ def _option(token: str) -> dict[str, Any]:
         return {"reanchor_every": int(value)}
     if key == "evolution" and value in _EVOLUTIONS:
         return {"evolution": value}
-    raise DefenseError(f"unknown variant option {token!r}; use memory_hygiene, reanchor=K, "
-                       f"evolution={'|'.join(_EVOLUTIONS)} or monitor")
+    raise DefenseError(
+        f"unknown variant option {token!r}; use memory_hygiene, reanchor=K, "
+        f"evolution={'|'.join(_EVOLUTIONS)} or monitor"
+    )
 
 
 def parse_variant(text: str) -> Variant:
@@ -148,23 +150,32 @@ def _config_fields(cls: type[BaseModel], options: dict[str, Any]) -> dict[str, A
     return options
 
 
-def _run_one(v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | SurrogateModel, out: Path | None,
-             progress: bool) -> dict[str, Any]:
+def _run_one(
+    v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | SurrogateModel, out: Path | None, progress: bool
+) -> dict[str, Any]:
     """One variant on one testbed; the run's summary."""
     sub = out / v.name / testbed if out else None
     if testbed == "explore":
         from atp_graph.testbeds import ExploreConfig, run_explore
 
-        ecfg = ExploreConfig(scenarios=cfg.scenarios, model=v.model, rounds=cfg.rounds, limit=cfg.limit,
-                             seed=cfg.seed, decision=cfg.decision, **_config_fields(ExploreConfig, v.options))
+        ecfg = ExploreConfig(
+            scenarios=cfg.scenarios,
+            model=v.model,
+            rounds=cfg.rounds,
+            limit=cfg.limit,
+            seed=cfg.seed,
+            decision=cfg.decision,
+            **_config_fields(ExploreConfig, v.options),
+        )
         return run_explore(ecfg, policy=policy, out=sub, progress=progress).summary
     from atp_graph.testbeds import PAPER_GRID, DiffuseConfig, run_diffuse
 
     grid = {**PAPER_GRID, "scenarios": cfg.games}
     if cfg.rounds:
         grid["rounds"] = cfg.rounds
-    dcfg = DiffuseConfig(**grid, model=v.model, seed=cfg.seed, decision=cfg.decision,
-                         **_config_fields(DiffuseConfig, v.options))
+    dcfg = DiffuseConfig(
+        **grid, model=v.model, seed=cfg.seed, decision=cfg.decision, **_config_fields(DiffuseConfig, v.options)
+    )
     return run_diffuse(dcfg, policy=policy, out=sub, progress=progress).summary
 
 
@@ -202,13 +213,18 @@ def run_compare(
             cache[v.model] = load(v.model)
         for testbed in testbeds:
             summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress)
-        if all(later.model != v.model for later in variants[i + 1:]):
+        if all(later.model != v.model for later in variants[i + 1 :]):
             cache.pop(v.model, None)  # free a model no later variant needs
     return _report(cfg, variants, testbeds, summaries, path)
 
 
-def _report(cfg: CompareConfig, variants: list[Variant], testbeds: list[str], summaries: dict[str, dict[str, Any]],
-            path: Path | None) -> CompareResult:
+def _report(
+    cfg: CompareConfig,
+    variants: list[Variant],
+    testbeds: list[str],
+    summaries: dict[str, dict[str, Any]],
+    path: Path | None,
+) -> CompareResult:
     """The study-style tables, the interval notes, the plots and ``compare.json``."""
     ref = variants[0]
     tables, notes, plots = [], [], {}
@@ -240,10 +256,15 @@ def _report(cfg: CompareConfig, variants: list[Variant], testbeds: list[str], su
             )
     table = "\n".join(tables)
     summary = {
-        "config": cfg.model_dump(), "reference": ref.name,
-        "variants": [{"name": v.name, "label": v.label, "model": v.model, "options": v.options,
-                      "surrogate": v.surrogate} for v in variants],
-        "summaries": summaries, "notes": notes, "plots": plots,
+        "config": cfg.model_dump(),
+        "reference": ref.name,
+        "variants": [
+            {"name": v.name, "label": v.label, "model": v.model, "options": v.options, "surrogate": v.surrogate}
+            for v in variants
+        ],
+        "summaries": summaries,
+        "notes": notes,
+        "plots": plots,
     }
     if path is not None:
         (path / "table.md").write_text(table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n", encoding="utf-8")

@@ -2,10 +2,27 @@
 
 For every item the model answers twice: once under an instruction to take the aligned option (individual: follow
 the rules; collective: maximise one's own benefit, i.e. stay independent) and once under the opposite instruction.
-A pair is kept only when both answers parse to their intended options; a side that misses is re-sampled with a new
-seed, at most ``retries`` more times. Each sampling round is ONE batched ``policy.decide_batch`` call over every
-side still missing. The instructions are never part of the stored prompt: the stored prompt is the question exactly
-as the testbeds ask it, so DPO teaches the aligned answer without the hint.
+A side that misses its intended option is re-sampled with a new seed, at most ``retries`` more times. Each sampling
+round is ONE batched ``policy.decide_batch`` call over every side still missing. The instructions are never part of
+the stored prompt: the stored prompt is the question exactly as the testbeds ask it, so DPO teaches the aligned
+answer without the hint.
+
+Settings (:class:`~defenses.DataSettings`) that rebuild the data the study's way:
+
+- ``steering``: the instruction is appended to the system prompt (``system``, ours) or sent as an extra user turn
+  after the question (``turn``, the study's ``src/mydatasets/atp_dataset.py``).
+- ``retries``: the study tried 5 times (``max_retries: 5``), i.e. ``retries=4`` (the ``study`` recipe).
+- ``mismatched``: ``drop`` (ours) keeps a pair only when both answers hit their options; ``keep`` stores a side's
+  last answer even when it named the other option or none, as the study's collective generator did (its pairs
+  can then reward the wrong option). Kept mismatches are counted and listed per row (``mismatched``).
+- ``parse``: which decision in an answer counts when checking it hit its option: the last one outside thinking
+  (ours, as the testbeds read it) or the first one anywhere (``first``, the study's ``extract_choice_from_response``).
+- ``aligned_instruction`` / ``deviant_instruction``: other wording (e.g. the study's sentences).
+
+The answer budget follows the model (:func:`answer_budget`, shared with the testbeds): small for the embedded models
+(256 tokens individual, 160 collective), the study's limits (32,768 individual, 3,276 collective) for ``hf:`` and
+provider models, so a thinking model is not cut off mid-thought. Answers cut off at the budget are counted
+(``truncated``) where the model reports why it stopped.
 
 Output: a TRL conversational preference dataset as JSONL (``prompt``: the messages, ``chosen`` / ``rejected``: one
 assistant message each, plus bookkeeping columns ``item``, ``kind``, ``options``, ``aligned``, ``deviant``), and a
@@ -19,16 +36,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 
 from atp_graph.contracts import Observation
 from atp_graph.games import IndividualGame, ThresholdGame, populations
+from atp_graph.parsing import ParseRule, parse_choice
 from atp_graph.policies.base import DecisionRequest, Message, Policy
+from atp_graph.policies.spec import answer_budget
 from atp_graph.scenarios import CollectiveScenario, IndividualScenario, collective_items, individual_items, resolve
 
-from .config import DataSettings, Kind
+from .config import DataSettings, Kind, recipe_report
 from .variant import file_sha256, package_versions
 
 __all__ = [
@@ -36,6 +55,7 @@ __all__ = [
     "PreferenceSet",
     "PreferenceStats",
     "PromptRecord",
+    "answer_budget",
     "make_preference_data",
     "prompt_records",
     "provenance_path",
@@ -90,6 +110,10 @@ class PreferenceStats:
     """Samples that named no valid option."""
     wrong_option: int = 0
     """Samples that named the option opposite to their instruction."""
+    truncated: int = 0
+    """Samples cut off at the answer budget (where the model reports why it stopped); raise --max-new-tokens."""
+    kept_mismatched: int = 0
+    """Pairs stored with a side that missed its option (``mismatched="keep"`` only)."""
     missing: list[str] = field(default_factory=list)
     """Items that yielded no pair."""
 
@@ -130,9 +154,7 @@ def _collective_records(s: CollectiveScenario, group_size: int) -> list[PromptRe
     items = collective_items(s)
     game = ThresholdGame(nx.complete_graph(group_size), populations(items))
     obs = game.observe(1)
-    return [
-        _record(obs.at(j * group_size), "collective", it.key, bool(it.variant % 2)) for j, it in enumerate(items)
-    ]
+    return [_record(obs.at(j * group_size), "collective", it.key, bool(it.variant % 2)) for j, it in enumerate(items)]
 
 
 def prompt_records(
@@ -148,12 +170,26 @@ def prompt_records(
     return records[:limit]
 
 
-def _instructed(rec: PromptRecord, side: int) -> tuple[Message, ...]:
-    """The record's conversation with the side's instruction appended to its system prompt (sampling only)."""
+def _instructed(
+    rec: PromptRecord, side: int, *, steering: str = "system", instructions: tuple[str, str] | None = None
+) -> tuple[Message, ...]:
+    """The record's conversation with the side's instruction added (sampling only): appended to the system prompt
+    (``steering="system"``) or as an extra user turn after the question (``"turn"``)."""
     option = rec.aligned if side == 0 else rec.deviant
-    instruction = INSTRUCTIONS[rec.kind][side].format(option=json.dumps(option, ensure_ascii=False))
+    template = (instructions or INSTRUCTIONS[rec.kind])[side]
+    instruction = template.replace("{option}", json.dumps(option, ensure_ascii=False))
+    if steering == "turn":
+        return (*rec.messages, {"role": "user", "content": instruction})
     system, *rest = rec.messages
     return ({"role": "system", "content": f"{system['content']}\n\n{instruction}"}, *rest)
+
+
+def instructions_for(kind: Kind, settings: DataSettings | None = None) -> tuple[str, str]:
+    """The (aligned, deviant) instruction wording the settings ask for (ours where not given)."""
+    ours = INSTRUCTIONS[kind]
+    if settings is None:
+        return ours
+    return (settings.aligned_instruction or ours[0], settings.deviant_instruction or ours[1])
 
 
 def _seed(base: int, item: int, side: int, attempt: int) -> int:
@@ -162,14 +198,25 @@ def _seed(base: int, item: int, side: int, attempt: int) -> int:
 
 
 def sample_preferences(
-    policy: Policy, records: Sequence[PromptRecord], *, retries: int = 3, seed: int = 0
+    policy: Policy,
+    records: Sequence[PromptRecord],
+    *,
+    retries: int = 3,
+    seed: int = 0,
+    steering: Literal["system", "turn"] = "system",
+    mismatched: Literal["drop", "keep"] = "drop",
+    instructions: tuple[str, str] | None = None,
+    parse: ParseRule = "last",
 ) -> PreferenceSet:
-    """Sample an aligned and a deviant answer per record; keep the pairs whose both answers hit their options.
+    """Sample an aligned and a deviant answer per record; pair them (see the module docstring for the settings).
 
     Each round of (re)tries is one batched ``policy.decide_batch`` call over every side still missing.
+    ``instructions`` (aligned, deviant) replaces :data:`INSTRUCTIONS` for every record; ``parse="first"`` judges
+    each answer by its first decision (the study's rule) instead of the policy's own reading.
     """
     stats = PreferenceStats(items=len(records))
     found: dict[tuple[int, int], str] = {}
+    last: dict[tuple[int, int], str] = {}
     for attempt in range(retries + 1):
         todo = [(i, side) for i in range(len(records)) for side in (0, 1) if (i, side) not in found]
         if not todo:
@@ -177,19 +224,26 @@ def sample_preferences(
         requests = []
         for i, side in todo:
             rec = records[i]
-            requests.append(DecisionRequest(
-                messages=_instructed(rec, side), options=rec.options, target=rec.deviant,
-                seed=_seed(seed, i, side, attempt),
-            ))
+            requests.append(
+                DecisionRequest(
+                    messages=_instructed(rec, side, steering=steering, instructions=instructions),
+                    options=rec.options,
+                    target=rec.deviant,
+                    seed=_seed(seed, i, side, attempt),
+                )
+            )
         decisions = policy.decide_batch(requests, mode="generate")
         stats.policy_calls += 1
         stats.samples += len(requests)
         for (i, side), decision in zip(todo, decisions, strict=True):
             rec = records[i]
             want = rec.aligned if side == 0 else rec.deviant
-            if decision.choice == want:
+            choice = decision.choice if parse == "last" else parse_choice(decision.text, rec.options, rule=parse)
+            last[(i, side)] = decision.text
+            stats.truncated += getattr(decision, "finish", None) == "length"
+            if choice == want:
                 found[(i, side)] = decision.text
-            elif decision.choice is None:
+            elif choice is None:
                 stats.unparseable += 1
             else:
                 stats.wrong_option += 1
@@ -197,16 +251,24 @@ def sample_preferences(
     for i, rec in enumerate(records):
         stats.aligned_found += (i, 0) in found
         stats.deviant_found += (i, 1) in found
-        if (i, 0) in found and (i, 1) in found:
-            rows.append({
-                "prompt": [dict(m) for m in rec.messages],
-                "chosen": [{"role": "assistant", "content": found[(i, 0)]}],
-                "rejected": [{"role": "assistant", "content": found[(i, 1)]}],
-                "item": rec.item, "kind": rec.kind, "options": list(rec.options),
-                "aligned": rec.aligned, "deviant": rec.deviant,
-            })
-        else:
+        missed = [name for side, name in ((0, "chosen"), (1, "rejected")) if (i, side) not in found]
+        if missed and mismatched == "drop":
             stats.missing.append(rec.item)
+            continue
+        stats.kept_mismatched += bool(missed)
+        rows.append(
+            {
+                "prompt": [dict(m) for m in rec.messages],
+                "chosen": [{"role": "assistant", "content": found.get((i, 0), last[(i, 0)])}],
+                "rejected": [{"role": "assistant", "content": found.get((i, 1), last[(i, 1)])}],
+                "item": rec.item,
+                "kind": rec.kind,
+                "options": list(rec.options),
+                "aligned": rec.aligned,
+                "deviant": rec.deviant,
+                "mismatched": missed,
+            }
+        )
     stats.pairs = len(rows)
     return PreferenceSet(rows, stats)
 
@@ -224,9 +286,13 @@ def write_preferences(pset: PreferenceSet, out: str | Path, *, provenance: dict[
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pset.rows), encoding="utf-8")
     stats = asdict(pset.stats) | {"yield_rate": pset.stats.yield_rate}
     meta = {
-        **provenance, "counts": stats, "data_file": path.name, "data_sha256": file_sha256(path),
+        **provenance,
+        "counts": stats,
+        "data_file": path.name,
+        "data_sha256": file_sha256(path),
         "format": "TRL conversational preference (prompt, chosen, rejected)",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
     }
     provenance_path(path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
@@ -239,6 +305,7 @@ def make_preference_data(
     model: str,
     scenarios: str | Path | None = None,
     settings: DataSettings | None = None,
+    max_new_tokens: int | None = None,
 ) -> PreferenceSet:
     """Sample pairs for the items of ``scenarios`` and write them to ``out`` (see the module docstring).
 
@@ -247,16 +314,39 @@ def make_preference_data(
         out: The JSONL file to write; the provenance goes beside it.
         model: The model spec, recorded in the provenance.
         scenarios: Scenario file, folder or built-in name; ``None`` = all built-in scenarios of the kind.
-        settings: Kind, retries, limit, seed (defaults: individual, 3 retries, all items, seed 0).
+        settings: Kind, retries, steering, mismatched, wording, limit, seed (default: the ``small`` recipe;
+            ``DataSettings(recipe="study")`` for the study's way).
+        max_new_tokens: The answer budget ``policy`` was loaded with, recorded in the provenance.
     """
     cfg = settings or DataSettings()
     records = prompt_records(scenarios, kind=cfg.kind, limit=cfg.limit, group_size=cfg.group_size)
-    pset = sample_preferences(policy, records, retries=cfg.retries, seed=cfg.seed)
-    write_preferences(pset, out, provenance={
-        "model": model, "policy": getattr(policy, "name", model), "scenarios": str(scenarios) if scenarios else None,
-        "settings": cfg.model_dump(), "instructions": dict(zip(("aligned", "deviant"), INSTRUCTIONS[cfg.kind],
-                                                                strict=True)),
-    })
+    wording = instructions_for(cfg.kind, cfg)
+    pset = sample_preferences(
+        policy,
+        records,
+        retries=cfg.retries,
+        seed=cfg.seed,
+        steering=cfg.steering,
+        mismatched=cfg.mismatched,
+        instructions=wording,
+        parse=cfg.parse,
+    )
+    write_preferences(
+        pset,
+        out,
+        provenance={
+            "model": model,
+            "policy": getattr(policy, "name", model),
+            "scenarios": str(scenarios) if scenarios else None,
+            "settings": cfg.model_dump(),
+            "recipe": recipe_report(cfg),
+            "max_new_tokens": max_new_tokens,
+            "instructions": dict(zip(("aligned", "deviant"), wording, strict=True)),
+            "steering": cfg.steering,
+            "mismatched": cfg.mismatched,
+            "tries_per_side": cfg.retries + 1,
+        },
+    )
     return pset
 
 

@@ -3,7 +3,10 @@
 A trained variant is a folder with a LoRA adapter (or a whole model with ``full``) and ``variant.json``::
 
     {"spec": "hf:<base folder>+adapter:<this folder>", "method": "dpo", "base_spec": "smollm2",
-     "base_path": "<base folder>", "config": {...}, "data": {"path", "sha256", "records"}, "metrics": {...}}
+     "base_path": "<base folder>", "config": {...every resolved setting...},
+     "recipe": {"name": "study", "sets": {...}, "departures": {field: {"recipe", "used"}}},
+     "lr_source": "...", "trainer": {...the values TRL's config received...}, "truncation": {...},
+     "data": {"path", "sha256", "records"}, "metrics": {...}}
 
 ``spec`` is what :func:`atp_graph.load_policy` (and every ``--model`` option) accepts.
 """
@@ -15,14 +18,18 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from atp_graph.errors import UserError
 from atp_graph.policies.spec import ModelError, split_adapter
 from atp_graph.run.provenance import versions as package_versions
 
+from .config import recipe_report, study_lr
+
 if TYPE_CHECKING:
     from .config import TrainSettings
+
+S = TypeVar("S", bound="TrainSettings")
 
 __all__ = [
     "MANIFEST",
@@ -34,15 +41,18 @@ __all__ = [
     "load_for_training",
     "package_versions",
     "read_variant",
+    "resolve_lr",
     "resolve_spec",
     "save_variant",
     "summarize_log",
     "trainer_kwargs",
+    "trainer_record",
     "write_variant",
 ]
 
 MANIFEST = "variant.json"
 """The manifest file of a trained variant folder."""
+
 
 class DefenseError(UserError):
     """A user-facing problem with defense inputs (empty or malformed data, a bad variant spec)."""
@@ -117,8 +127,11 @@ def read_variant(folder: str | Path) -> dict[str, Any]:
 
 def write_variant(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``variant.json`` (adding the creation time and package versions); return what was written."""
-    full = {**manifest, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": package_versions()}
+    full = {
+        **manifest,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n", encoding="utf-8")
     return full
 
@@ -170,20 +183,67 @@ def lora_config(settings: TrainSettings) -> Any:
     targets: str | list[str] = settings.lora_targets
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-
-
-def trainer_kwargs(settings: TrainSettings, out: Path, placement: dict[str, Any]) -> dict[str, Any]:
-    """Arguments every TRL config gets: schedule, precision, CPU, no checkpoints, no external loggers."""
-    return dict(
-        output_dir=str(out), learning_rate=settings.lr, num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1, per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum, beta=settings.beta, seed=settings.seed,
-        use_cpu=placement["device"] == "cpu", bf16=placement["bf16"], fp16=False,
-        gradient_checkpointing=settings.gradient_checkpointing, logging_steps=settings.logging_steps,
-        save_strategy="no", report_to="none", disable_tqdm=False,
+    return LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
     )
+
+
+def trainer_kwargs(
+    settings: TrainSettings, out: Path, placement: dict[str, Any], *, grad_accum: int | None = None
+) -> dict[str, Any]:
+    """Arguments every TRL config gets: schedule, precision, CPU, no checkpoints, no external loggers.
+
+    ``settings.lr`` must be resolved (:func:`resolve_lr`); ``grad_accum`` overrides the settings' accumulation
+    (GRPO passes its per-device share). transformers 5 takes a warmup fraction as ``warmup_steps`` < 1.
+    """
+    if settings.lr is None:
+        raise ValueError("resolve the learning rate first (defenses.variant.resolve_lr)")
+    return dict(
+        output_dir=str(out),
+        learning_rate=settings.lr,
+        lr_scheduler_type=settings.scheduler,
+        warmup_steps=settings.warmup_ratio,
+        max_grad_norm=settings.max_grad_norm,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=grad_accum or settings.grad_accum,
+        beta=settings.beta,
+        seed=settings.seed,
+        use_cpu=placement["device"] == "cpu",
+        bf16=placement["bf16"],
+        fp16=False,
+        activation_checkpointing=settings.gradient_checkpointing,
+        logging_steps=settings.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def resolve_lr(settings: S, method: Literal["dpo", "grpo"], *, model: str, kind: str = "individual") -> tuple[S, str]:
+    """``settings`` with the learning rate filled by the study's rule when not given, and where it came from."""
+    if settings.lr is not None:
+        return settings, "given"
+    lr = study_lr(method, model=model, kind=kind)  # type: ignore[arg-type]
+    if method == "dpo":
+        source = f"the study's DPO rule for {model!r}: 1e-5 for a model named like Llama, else 5e-6"
+    else:
+        source = f"the study's GRPO rule for {kind} items: 1e-6 individual, 5e-6 collective"
+    return settings.model_copy(update={"lr": lr}), source
+
+
+def trainer_record(args: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of ``keys`` in a TRL config as the trainer received them (for ``variant.json``)."""
+    out = {}
+    for key in keys:
+        value = getattr(args, key, None)
+        out[key] = getattr(value, "value", value)  # enums (scheduler) as their names
+    return out
 
 
 def summarize_log(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -204,17 +264,42 @@ def summarize_log(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[
     return out
 
 
-def save_variant(trainer: Any, out: Path, *, method: str, base_spec: str, base: str, settings: TrainSettings,
-                 data: dict[str, Any], placement: dict[str, Any], keys: tuple[str, ...]) -> TrainResult:
-    """Save the adapter (or full model) and tokenizer, write ``variant.json``; return the :class:`TrainResult`."""
+def save_variant(
+    trainer: Any,
+    out: Path,
+    *,
+    method: str,
+    base_spec: str,
+    base: str,
+    settings: TrainSettings,
+    data: dict[str, Any],
+    placement: dict[str, Any],
+    keys: tuple[str, ...],
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Save the adapter (or full model) and tokenizer, write ``variant.json``; return the :class:`TrainResult`.
+
+    ``extra`` (the learning-rate source, the TRL config values, truncation counts) is merged into the manifest.
+    """
     trainer.save_model(str(out))
     trainer.processing_class.save_pretrained(str(out))
     folder = out.resolve()
     spec = f"hf:{folder}" if settings.full else f"hf:{base}+adapter:{folder}"
     history = list(trainer.state.log_history)
-    manifest = write_variant(out, {
-        "spec": spec, "method": method, "base_spec": base_spec, "base_path": base,
-        "adapter": None if settings.full else str(folder), "config": settings.model_dump(), "data": data,
-        "placement": placement, "metrics": summarize_log(history, keys),
-    })
+    manifest = write_variant(
+        out,
+        {
+            "spec": spec,
+            "method": method,
+            "base_spec": base_spec,
+            "base_path": base,
+            "adapter": None if settings.full else str(folder),
+            "config": settings.model_dump(),
+            "recipe": recipe_report(settings),
+            **(extra or {}),
+            "data": data,
+            "placement": placement,
+            "metrics": summarize_log(history, keys),
+        },
+    )
     return TrainResult(out, spec, manifest, history)
