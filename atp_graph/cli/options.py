@@ -85,9 +85,8 @@ def config_options(
             default = info.default
             shown = extra[name][0] if name in extra else default
             help_text = (info.description or "").strip() + ("" if shown is None else f" [default: {shown}]")
-            if kind is bool:
-                decl = [flag] if default is False else [f"{flag}/--no-{flag[2:]}"]
-                fn = click.option(*decl, name, default=None, is_flag=default is False, help=help_text)(fn)
+            if kind is bool:  # a --x/--no-x pair: not given = None = the config's own default
+                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(fn)
                 continue
             parser = _parser(_inner(info.annotation))
             callback = None
