@@ -5,6 +5,7 @@ Every option can also be set from the environment: ``ATP_<COMMAND>_<OPTION>``, e
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ from .support import default_out, friendly, load_model, model_options, resolve_d
 class LazyGroup(click.Group):
     """A group whose heavier commands live with their packages and are imported only when used."""
 
-    lazy = {"probe": "atp_graph.cli.probe:probe", "defend": "defenses.cli:defend", "compare": "defenses.cli:compare"}
+    lazy = {
+        "probe": "atp_graph.cli.probe:probe",
+        "defend": "defenses.cli:defend",
+        "compare": "defenses.cli:compare",
+        "sweep": "atp_graph.cli.sweep:sweep",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -196,8 +202,8 @@ def explore(out: str | None, resume: str | None, **options: Any) -> None:
     """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
     from atp_graph.testbeds import run_explore
 
-    cfg = _config(ExploreConfig, "explore", resume, options)
-    policy = load_model(cfg.model, options, kind="individual")
+    cfg = _config(ExploreConfig, "explore", resume, options, out=out)
+    policy = functools.partial(load_model, cfg.model, options, kind="individual")
     result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
     click.echo("\n" + result.table)
     click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
@@ -219,8 +225,8 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
     from atp_graph.testbeds import run_diffuse
 
     grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
-    cfg = _config(DiffuseConfig, "diffuse", resume, options, **grid)
-    policy = load_model(cfg.model, options, kind="collective")
+    cfg = _config(DiffuseConfig, "diffuse", resume, options, out=out, **grid)
+    policy = functools.partial(load_model, cfg.model, options, kind="collective")
     result = run_diffuse(cfg, policy=policy, out=out or (None if resume else default_out("diffuse")), resume=resume)
     click.echo("\n" + result.table)
     for cell, v in result.summary["cells"].items():
@@ -249,11 +255,22 @@ def report(run_dir: str) -> None:
     click.echo(f"rewrote summary.json, table.md and plots in {result.path}")
 
 
-def _config(cls: type[BaseModel], kind: str, resume: str | None, options: dict[str, Any], **fixed: Any) -> Any:
+def _config(
+    cls: type[BaseModel], kind: str, resume: str | None, options: dict[str, Any], *, out: str | None, **fixed: Any
+) -> Any:
     """The run's config: the saved one when resuming, else the given options (``--decision auto`` resolved)."""
+    if resume and out:
+        raise click.UsageError(
+            f"--out starts a new run and --resume continues {resume}; give one (is ATP_{kind.upper()}_RESUME set?)"
+        )
     if resume:
         from atp_graph.run import RunDir
+        from atp_graph.run.rundir import RunDirError
 
+        given = sorted(k for k, v in options.items() if k in cls.model_fields and v is not None)
+        if given or fixed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--paper-grid"
+            raise RunDirError(f"--resume continues {resume} with its own saved settings; drop {flags}")
         return cls(**RunDir.read_config(resume, kind=kind)[kind])
     values = {k: v for k, v in options.items() if k in cls.model_fields}
     values["decision"] = resolve_decision(values.get("decision") or "auto", values.get("model") or "smollm2")

@@ -42,7 +42,7 @@ def friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
             out = kwargs.get("out") or kwargs.get("resume")
-            resumable = out and "resume" in kwargs  # only commands with --resume can continue a run
+            resumable = out and "resume" in kwargs and (Path(out) / "config.json").exists()  # a run folder exists
             hint = f"; completed rounds are saved: resume with --resume {out}" if resumable else ""
             click.echo(f"\ninterrupted{hint}", err=True)
             sys.exit(130)
@@ -55,8 +55,13 @@ def friendly(fn: F) -> F:
 
 
 def default_out(command: str) -> Path:
-    """``runs/<command>-<timestamp>``: every run is saved somewhere."""
-    return Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<command>-<timestamp>`` (``-2``, ``-3``... when taken): every run is saved somewhere of its own."""
+    base = Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
 
 
 def model_options(fn: F) -> F:

@@ -13,7 +13,7 @@ from ..events import ExploreEvent
 from ..scenarios import IndividualItem
 from ..scenarios.models import SupervisionPattern
 from .prompts import DEFAULT, individual_feedback, individual_question, individual_system
-from .protocol import Protocol
+from .protocol import Protocol, digest
 from .rules import base_reward, individual_outcome, supervision_schedule, supervision_text
 
 
@@ -57,6 +57,11 @@ class IndividualGame:
         self.temptation = (high - self.low) / np.maximum(np.abs(self.low), 1e-9)
         self.options = [(it.compliant, it.violating) for it in self.items]
         self._paid: list[tuple[str, float]] = []
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines this game (items and payoffs, schedule, protocol): a resumed run must
+        rebuild the same game."""
+        return digest(self.items, self.schedule, self.agents, self.protocol)
 
     def supervised(self, round_no: int) -> bool:
         return self.schedule[round_no - 1]

@@ -19,6 +19,7 @@ when the file is loaded, naming the file, the field and the names allowed there.
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,6 +49,11 @@ class ProtocolError(UserError):
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """``template`` with its ``${name}`` placeholders replaced (no expression is evaluated)."""
     return string.Template(template).substitute(values)
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of the ``repr`` of frozen dataclasses, models, lists and numbers (run fingerprints)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def blocks(parts: list[str], values: Mapping[str, Any], separator: str) -> str:

@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..events import DiffuseEvent
 from ..scenarios import CollectiveItem
 from .prompts import DEFAULT, PeerView, collective_feedback, collective_question, collective_system
-from .protocol import Protocol
+from .protocol import Protocol, digest
 from .rules import GameResult, play_threshold_game, seed_positions
 
 
@@ -139,6 +139,12 @@ class ThresholdGame:
         self.streams = np.repeat(np.arange(k), d)
         self.slots = np.tile(np.asarray(self.deciders, dtype=int), k)
         self._rounds: dict[str, _Round] = {}
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines this game (graph, cells and their payoffs, seeded deviants, protocol):
+        a resumed run must rebuild the same game."""
+        edges = sorted(tuple(sorted(e)) for e in self.g.edges())
+        return digest(self.n, edges, self.pops, self.scope, self.peer_view, sorted(self.seeded), self.protocol)
 
     def threshold_count(self, pop: Population, i: int) -> int:
         return pop.item.rules.count(int(self.group_n[i]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -41,6 +42,8 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = path
+        self.config_sha: str | None = None
+        """Hash of ``config.json`` as the run wrote it; every checkpoint records it, so an edited config is noticed."""
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -54,14 +57,36 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
-        """Make a new run directory (it must not already hold a run) and write its config."""
+        """Make a new run directory and write its config. The folder must be new or empty: a run never writes over
+        files it did not write."""
+        p = cls.check_new(path)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({**config, "schema_version": SCHEMA_VERSION}, indent=2, default=str)
+            _atomic_write(p / CONFIG, text)
+            (p / EVENTS).write_text("")
+        except OSError as e:
+            raise RunDirError(f"{p}: cannot write the run folder: {e.strerror or e}") from None
+        run = cls(p)
+        run.config_sha = _sha(text)
+        return run
+
+    @staticmethod
+    def check_new(path: str | Path) -> Path:
+        """``path`` as a folder a new run may use (new, or empty), or a one-line :class:`RunDirError`."""
         p = Path(path)
         if (p / CONFIG).exists():
             raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
-        p.mkdir(parents=True, exist_ok=True)
-        _atomic_write(p / CONFIG, json.dumps({**config, "schema_version": SCHEMA_VERSION}, indent=2, default=str))
-        (p / EVENTS).write_text("")
-        return cls(p)
+        try:
+            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+                what = "is not a folder" if not p.is_dir() else "holds files that are not a run"
+                raise RunDirError(f"{p}: {what}; a run writes only into a new or empty folder: choose another --out")
+            parent = next((a for a in p.absolute().parents if a.exists()), None)
+            if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
+                raise RunDirError(f"{p}: cannot create it: {parent} is not a writable folder")
+        except OSError as e:
+            raise RunDirError(f"{p}: cannot use it as a run folder: {e.strerror or e}") from None
+        return p
 
     @staticmethod
     def read_config(path: str | Path, *, kind: str) -> dict[str, Any]:
@@ -97,16 +122,26 @@ class RunDir:
         if (p / STATE).exists():
             try:
                 ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
-                done, state = int(ckpt["round"]), ckpt["state"]
+                done, state = ckpt["round"], ckpt["state"]
+                if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+                    raise ValueError("the completed round is not a whole number")
                 if not isinstance(state, dict) or not {"game", "agents"} <= state.keys():
                     raise ValueError("checkpoint without game and agent state")
+                saved_sha = ckpt.get("config_sha")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise RunDirError(
                     f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1"
                 ) from None
         run = cls(p)
+        run.config_sha = _sha((p / CONFIG).read_text(encoding="utf-8"))
+        if state is not None and saved_sha not in (None, run.config_sha):
+            raise RunDirError(
+                f"{p / CONFIG}: edited since round {done} was saved; a resume would mix two experiments: restore it, "
+                "or start a new run"
+            )
         with run.locked():
             kept = [e for e in run.events() if e.round <= done]
+            _check_complete(p, kept, done)
             _atomic_write(p / EVENTS, "".join(dump_event(e) + "\n" for e in kept))
         return run, config, done, state
 
@@ -121,7 +156,7 @@ class RunDir:
             write_lines(f, events)
             f.flush()
             os.fsync(f.fileno())
-        _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state}))
+        _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state, "config_sha": self.config_sha}))
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write an output file atomically."""
@@ -132,3 +167,24 @@ class RunDir:
         """Write a text output atomically."""
         _atomic_write(self.path / name, text)
         return self.path / name
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_complete(p: Path, events: list[Event], done: int) -> None:
+    """Every completed round's events are there, once each, for the same agents: else the folder is damaged and a
+    resume would silently report different numbers."""
+    agents: dict[int, list[str]] = {}
+    for e in events:
+        agents.setdefault(e.round, []).append(e.agent)
+    damaged = f"{p / EVENTS}: damaged (the checkpoint says {done} round(s) completed, but "
+    missing = [r for r in range(1, done + 1) if r not in agents]
+    if missing:
+        raise RunDirError(damaged + f"round {missing[0]} has no events); start a new run")
+    for r, ids in agents.items():
+        if len(set(ids)) != len(ids):
+            raise RunDirError(damaged + f"round {r} holds an agent twice); start a new run")
+        if set(ids) != set(agents[1]):
+            raise RunDirError(damaged + f"round {r} has other agents than round 1); start a new run")

@@ -13,8 +13,9 @@ from ..contracts import Game
 from ..errors import UserError
 from ..events import Event, read_events
 from ..policies.base import Policy
-from ..policies.spec import load_model
+from ..policies.spec import SurrogateModel, load_model
 from ..run import RunDir, play_rounds, versions
+from ..run.rundir import RunDirError
 
 Build = Callable[[Any], tuple[Game, dict[str, Any]]]
 """config -> (game, resolved values: at least ``rounds`` and ``history_window``)."""
@@ -56,7 +57,7 @@ class Testbed:
         self,
         cfg: AgentConfig,
         *,
-        policy: Policy | None = None,
+        policy: Policy | Callable[[], Policy | SurrogateModel] | None = None,
         out: str | Path | None = None,
         resume: str | Path | None = None,
         progress: bool = True,
@@ -65,7 +66,8 @@ class Testbed:
 
         Args:
             cfg: The run's settings (ignored when resuming: the run folder's own config is used).
-            policy: A loaded language model; ``None`` loads ``cfg.model`` (the surrogate for ``sim``).
+            policy: A loaded language model, or a function that loads one (called once the inputs are checked);
+                ``None`` loads ``cfg.model`` (the surrogate for ``sim``).
             out: Run folder to write (``None``: nothing is written).
             resume: Run folder of an interrupted run to continue.
             progress: Show a progress bar.
@@ -75,9 +77,19 @@ class Testbed:
             rundir, config, done, saved = RunDir.resume(resume, kind=self.kind)
             cfg = self.config(**config[self.kind])
         game, resolved = self.build(cfg)
+        resolved = {**resolved, "fingerprint": game.fingerprint()}  # type: ignore[attr-defined]
+        if resume is not None and config["resolved"].get("fingerprint") not in (None, resolved["fingerprint"]):
+            raise RunDirError(
+                f"{resume}: the run's inputs changed since it started (a scenario, graph or protocol file, or the "
+                "code's defaults); a resume would mix two experiments: restore them, or start a new run"
+            )
+        if resume is None and out is not None:
+            RunDir.check_new(out)  # before the (slow) model load
+        model = policy if policy is not None else load_model(cfg.model)
+        if not isinstance(model, Policy | SurrogateModel) and callable(model):
+            model = model()  # a loader: called only once the inputs are known to be good
         if resume is None and out is not None:
             rundir = RunDir.create(out, {self.kind: cfg.model_dump(), "resolved": resolved, "versions": versions()})
-        model = policy if policy is not None else load_model(cfg.model)
         agents = make_agents(
             model,
             cfg,
@@ -119,9 +131,10 @@ class Testbed:
         """Summary and table from the events; with a run folder, also summary.json, table.md and the plots."""
         summary, table = self.report(cfg, resolved, events, surrogate=surrogate)  # type: ignore[call-arg]
         if rundir is not None:
-            rundir.write_json("summary.json", summary)
-            rundir.write_text("table.md", table)
-            self.plot(rundir.path, summary, events)
+            with rundir.locked():  # no concurrent resume writes them at the same time
+                rundir.write_json("summary.json", summary)
+                rundir.write_text("table.md", table)
+                self.plot(rundir.path, summary, events)
         return RunResult(summary, table, events, rundir.path if rundir else None)
 
 
