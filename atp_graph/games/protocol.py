@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import UserError
@@ -295,10 +294,16 @@ def load_protocol(spec: str | Path | Protocol | None) -> Protocol:
     path = Path(spec)
     if not path.is_file():
         raise ProtocolError(f"{spec}: no such protocol file or built-in protocol ({', '.join(BUILTIN_PROTOCOLS)})")
+    from ..scenarios.loader import MAX_BYTES, BadYAML, parse_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        if path.stat().st_size > MAX_BYTES:
+            raise ProtocolError(f"{path}: larger than {MAX_BYTES:,} bytes")
+        data, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as e:
         raise ProtocolError(f"{path}: cannot read protocol: {' '.join(str(e).split())}") from None
+    except BadYAML as e:
+        raise ProtocolError(f"{path}:{e.line}: {e.message}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{path}: a protocol file is a mapping (name, base, individual, collective)")
     base_name = data.pop("base", "default")

@@ -43,9 +43,14 @@ class ScenarioError(UserError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class _Bad(Exception):
+class BadYAML(Exception):
+    """A YAML document that cannot be used: ``line``, ``field`` and ``message`` say why."""
+
     def __init__(self, line: int, field: str, message: str):
         self.line, self.field, self.message = line, field, message
+
+
+_Bad = BadYAML  # the old private name (kept while callers move to BadYAML)
 
 
 def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> Any:
@@ -53,16 +58,16 @@ def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> 
     line = node.start_mark.line + 1
     lines[key] = line
     if node.tag not in _PLAIN_TAGS:
-        raise _Bad(line, where or "(top level)", f"YAML tag {node.tag!r} is not allowed")
+        raise BadYAML(line, where or "(top level)", f"YAML tag {node.tag!r} is not allowed")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for k_node, v_node in node.value:
             k = _plain(k_node, where, {}, key)  # a key's own line is recorded below, under its path
             if not isinstance(k, str | int | float | bool) or k is None:
-                raise _Bad(k_node.start_mark.line + 1, where or "(top level)", "mapping keys must be plain scalars")
+                raise BadYAML(k_node.start_mark.line + 1, where or "(top level)", "mapping keys must be plain scalars")
             name = f"{where}.{k}" if where else str(k)
             if k in out:
-                raise _Bad(k_node.start_mark.line + 1, name, "duplicate key")
+                raise BadYAML(k_node.start_mark.line + 1, name, "duplicate key")
             out[k] = _plain(v_node, name, lines, (*key, k))
             lines[(*key, k)] = k_node.start_mark.line + 1
         return out
@@ -71,20 +76,57 @@ def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> 
     return yaml.constructor.SafeConstructor().construct_object(node)
 
 
+MAX_BYTES = 1_000_000
+"""Largest scenario (or protocol, or sweep spec) file read."""
+MAX_DEPTH = 32
+"""Deepest nesting of brackets or indentation levels accepted (a scenario needs fewer than 6)."""
+
+
+def _check_shape(text: str) -> None:
+    """Refuse, in linear time and before any parsing, text nested deeper than :data:`MAX_DEPTH`."""
+    depth = 0
+    line = 1
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadYAML(line, "(yaml)", f"nested deeper than {MAX_DEPTH} levels")
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        elif ch == "\n":
+            line += 1
+    levels: list[int] = [0]
+    for n, row in enumerate(text.splitlines(), 1):
+        stripped = row.lstrip(" -")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(row) - len(stripped)
+        while levels and indent < levels[-1]:
+            levels.pop()
+        if not levels or indent > levels[-1]:
+            levels.append(indent)
+        if len(levels) > MAX_DEPTH:
+            raise BadYAML(n, "(yaml)", f"nested deeper than {MAX_DEPTH} levels")
+
+
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse one YAML document into plain data and a map from key path to line number."""
+    """Parse one YAML document into plain data and a map from key path to line number (size and depth are checked
+    first: untrusted files cannot exhaust time or memory)."""
+    if len(text) > MAX_BYTES:
+        raise BadYAML(1, "(file)", f"larger than {MAX_BYTES:,} bytes")
+    _check_shape(text)
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise _Bad(event.start_mark.line + 1, "(yaml)", "anchors and aliases are not allowed")
+                raise BadYAML(event.start_mark.line + 1, "(yaml)", "anchors and aliases are not allowed")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        raise _Bad((mark.line + 1) if mark else 1, "(yaml)", f"syntax error: {e.problem or e}") from None
+        raise BadYAML((mark.line + 1) if mark else 1, "(yaml)", f"syntax error: {e.problem or e}") from None
     except yaml.YAMLError as e:
-        raise _Bad(1, "(yaml)", f"syntax error: {e}") from None
+        raise BadYAML(1, "(yaml)", f"syntax error: {e}") from None
     if node is None:
-        raise _Bad(1, "(file)", "the file is empty")
+        raise BadYAML(1, "(file)", "the file is empty")
     lines: dict[tuple, int] = {}
     return _plain(node, "", lines, ()), lines
 
@@ -105,6 +147,10 @@ def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, di
     path = Path(path)
     shown = str(path)
     try:
+        if not path.is_file():
+            raise ScenarioError([Problem(shown, 1, "(file)", "not a regular file")])
+        if path.stat().st_size > MAX_BYTES:
+            raise ScenarioError([Problem(shown, 1, "(file)", f"larger than {MAX_BYTES:,} bytes")])
         raw = path.read_bytes()
     except OSError as e:
         raise ScenarioError([Problem(shown, 1, "(file)", f"cannot read: {e.strerror or e}")]) from None
@@ -115,7 +161,7 @@ def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, di
         raise ScenarioError([Problem(shown, raw[: e.start].count(b"\n") + 1, "(file)", msg)]) from None
     try:
         data, lines = parse_yaml(text, shown)
-    except _Bad as b:
+    except BadYAML as b:
         raise ScenarioError([Problem(shown, b.line, b.field, b.message)]) from None
     if not isinstance(data, dict):
         raise ScenarioError([Problem(shown, 1, "(top level)", "must be a mapping of scenario fields")])

@@ -114,7 +114,7 @@ class Defaults(_Spec):
     """Supervision pattern when the run does not say (individual kind)."""
 
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 Variant = dict[str, Scalar]
 
 
@@ -127,13 +127,13 @@ class _Scenario(_Spec):
     """System message; a ``${param}`` template."""
     prompt: str = Field(min_length=1)
     """The question; a ``${param}`` template. The supervision sentence and answer format are appended for you."""
-    variants: list[Variant] = Field(default_factory=lambda: [{}], min_length=1)
-    """Parameter sets; each one is one testbed item."""
+    variants: list[Variant] = Field(default_factory=lambda: [{}], min_length=1, max_length=10_000)
+    """Parameter sets; each one is one testbed item (at most 10,000)."""
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} must match [a-z0-9-] and start with a letter or digit")
         return v
 

@@ -45,18 +45,21 @@ def placeholders(template: str) -> set[str]:
     return names
 
 
+MAX_NUMBER = 1e12
+"""Largest payoff or factor a scenario may state (beyond it, capital over rounds overflows to inf and NaN)."""
+
+
 def _number(v: Any, params: dict[str, Any]) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
-        if not math.isfinite(v):
-            raise ValueError(f"{v!r} is not a finite number")
-        return float(v)
-    text = fill(v, params).strip()
-    try:
-        out = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{text!r} is not a finite number")
+        out, text = float(v), repr(v)
+    else:
+        text = fill(v, params).strip()
+        try:
+            out = float(text)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{text[:40]!r} is not a number") from None
+    if not math.isfinite(out) or abs(out) > MAX_NUMBER:
+        raise ValueError(f"{text[:40]!r} is not a finite number of at most {MAX_NUMBER:g} in size")
     return out
 
 
