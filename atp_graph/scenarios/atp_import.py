@@ -33,7 +33,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["detect_format", "import_atp", "slugify", "study_reward_variants", "write_scenarios"]
+from ..errors import UserError
+
+__all__ = ["ImportAtpError", "detect_format", "import_atp", "slugify", "study_reward_variants", "write_scenarios"]
 
 INDIVIDUAL_DEFAULTS = {"rounds": 6, "history_window": 5, "supervision_pattern": "all_unsupervised"}
 COLLECTIVE_DEFAULTS = {"rounds": 3, "history_window": 5}
@@ -87,6 +89,10 @@ def study_reward_variants(low_radio: float, base: float, *, steps: int = 4) -> l
     return out
 
 
+class ImportAtpError(UserError, ValueError):
+    """A study file that cannot be imported; the message names the file and what is wrong."""
+
+
 def detect_format(data: Any) -> str | None:
     """``sa_question``, ``sa_templates``, ``ma_question``, ``ma_templates``, or ``None`` for anything else."""
     if not isinstance(data, list) or not data:
@@ -121,10 +127,10 @@ def import_atp(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read as JSON: {e}") from None
+        raise ImportAtpError(f"{path}: cannot read as JSON: {e}") from None
     kind = detect_format(data)
     if kind is None:
-        raise ValueError(
+        raise ImportAtpError(
             f"{path}: not an ATP study file: expected a JSON list of items with 'environment' and either "
             "'supervised_choice'/'better_choice' (individual) or 'independent_choice' (collective), "
             "directly or under 'template'"
@@ -134,7 +140,11 @@ def import_atp(path: Path) -> list[dict[str, Any]]:
     try:
         return convert[kind](data, path.name)
     except KeyError as e:
-        raise ValueError(f"{path}: an item lacks the key {e.args[0]!r}") from None
+        raise ImportAtpError(f"{path}: an item lacks the key {e.args[0]!r}") from None
+    except (TypeError, AttributeError) as e:
+        raise ImportAtpError(f"{path}: an item has an unexpected shape ({e})") from None
+    except ImportAtpError as e:
+        raise ImportAtpError(f"{path}: {e}") from None
 
 
 def write_scenarios(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -146,19 +156,30 @@ def write_scenarios(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     names = [str(d.get("name", "")) for d in docs]
     for name in names:
         if not _NAME.match(name):
-            raise ValueError(f"scenario name {name!r} must match [a-z0-9-]")
+            raise ImportAtpError(f"scenario name {name!r} must match [a-z0-9-]")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"duplicate scenario names: {', '.join(dupes)}")
+        raise ImportAtpError(f"duplicate scenario names: {', '.join(dupes)}")
+    from .loader import validate_document
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for doc, name in zip(docs, names, strict=True):
+    texts = []
+    for doc, name in zip(docs, names, strict=True):  # every document is checked before any file is written
+        problem = validate_document(doc)
+        if problem:
+            raise ImportAtpError(f"scenario {name!r} would not load: {problem}")
         target = out_dir / f"{name}.yaml"
+        if target.exists():
+            raise ImportAtpError(f"{target} already exists; import into a new or empty folder")
         text = yaml.dump(doc, Dumper=_SafeNoAliasDumper, sort_keys=False, allow_unicode=True, width=110)
-        target.write_text(text, encoding="utf-8")
-        paths.append(target)
-    return paths
+        texts.append((target, text))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for target, text in texts:
+            target.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise ImportAtpError(f"{out_dir}: cannot write: {e.strerror or e}") from None
+    return [target for target, _ in texts]
 
 
 class _SafeNoAliasDumper(yaml.SafeDumper):
@@ -171,7 +192,7 @@ class _SafeNoAliasDumper(yaml.SafeDumper):
 def _num(x: Any) -> int | float:
     """A number from the study's data, free of float noise such as ``110.00000000000001``."""
     if isinstance(x, bool) or not isinstance(x, int | float):
-        raise ValueError(f"expected a number, got {x!r}")
+        raise ImportAtpError(f"expected a number, got {x!r}")
     return x if isinstance(x, int) else round(float(x), 9)
 
 
@@ -194,7 +215,7 @@ def _group(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def _one(values: list[Any], what: str, env: str) -> Any:
     if len(set(values)) != 1:
-        raise ValueError(f"environment {env!r}: items disagree on {what}: {sorted(set(map(str, values)))}")
+        raise ImportAtpError(f"environment {env!r}: items disagree on {what}: {sorted(set(map(str, values)))}")
     return values[0]
 
 
@@ -274,7 +295,7 @@ def _rename(template: str, names: dict[str, str]) -> str:
             return "$$"
         name = m.group("named") or m.group("braced")
         if name not in names:
-            raise ValueError(f"unknown placeholder ${{{name}}} in template {template[:60]!r}...")
+            raise ImportAtpError(f"unknown placeholder ${{{name}}} in template {template[:60]!r}...")
         return "${" + names[name] + "}"
 
     return Template.pattern.sub(swap, template)
@@ -353,7 +374,7 @@ def _braces(text: str) -> str:
 
     def swap(m: re.Match[str]) -> str:
         if m.group(1) not in MA_NAMES:
-            raise ValueError(f"unknown placeholder {{{m.group(1)}}} in template {text[:60]!r}...")
+            raise ImportAtpError(f"unknown placeholder {{{m.group(1)}}} in template {text[:60]!r}...")
         return "${" + MA_NAMES[m.group(1)] + "}"
 
     return _BRACE.sub(swap, _escape(text))

@@ -1,0 +1,114 @@
+"""Hostile and odd inputs at the entry points: each is refused with one line naming the file or field, exit 2, in
+about a second, with nothing half-written."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from click.testing import CliRunner
+
+BASE = """\
+name: {name}
+kind: individual
+description: d
+system_prompt: s
+prompt: comply pays $$${{low}}, violate pays $$${{high}}
+options: {{compliant: A, violating: B}}
+supervision: {{supervised: s, unsupervised: u, neutral: n}}
+payoff: {{compliant: "{low}", violating_undetected: "${{high}}"}}
+variants:
+  - {{low: 1, high: 2}}
+"""
+
+
+def cli(*args: str):
+    from cli import cli as group
+
+    return CliRunner().invoke(group, list(args))
+
+
+def refused(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert lines and all(x.startswith("error: ") for x in lines) and "Traceback" not in result.output
+    assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[" * 100_000, "nested deeper than 32 levels"),
+        ("a:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(40)), "nested deeper than 32 levels"),
+        ("x: " + "y" * 1_100_000, "larger than 1,000,000 bytes"),
+        (BASE.format(name='"ok\\n"', low="${low}"), "name: 'ok\\n' must match"),
+        (BASE.format(name="ok", low="1e400"), "is not a finite number"),
+        (BASE.format(name="ok", low="1e13"), "at most 1e+12"),
+        (BASE.format(name="ok", low="${__class__}"), "placeholder ${__class__} has no value"),
+        (BASE.format(name="ok", low="{0.__class__}"), "is not a number"),
+        (
+            BASE.format(name="ok", low="${low}").replace(
+                "  - {low: 1, high: 2}\n", "".join(f"  - {{low: 1, high: {i}}}\n" for i in range(10_001))
+            ),
+            "at most 10000",
+        ),
+    ],
+)
+def test_scenario_files(tmp_path, text, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    refused(cli("scenarios", "validate", str(path)), needle)
+    assert time.perf_counter() - start < 10
+
+
+def test_not_a_regular_file():
+    refused(cli("scenarios", "validate", "/dev/zero"), "not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("not json", "cannot read as JSON"),
+        ('{"a": 1}', "not an ATP study file"),
+        ('[{"environment": "x", "template": {"supervised_choice": "A", "better_choice": "B"}}]', "lacks the key"),
+    ],
+)
+def test_import_atp_errors_write_nothing(tmp_path, content, needle):
+    src = tmp_path / "study.json"
+    src.write_text(content)
+    refused(cli("scenarios", "import-atp", str(src), "--out", str(tmp_path / "out")), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_atp_never_overwrites(tmp_path):
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parents[2] / "shared" / "atp-reference-data" / "sa_llm_templates.json"
+    if not ref.exists():
+        pytest.skip("the study's reference data is not here")
+    assert cli("scenarios", "import-atp", str(ref), "--out", str(tmp_path / "o")).exit_code == 0
+    refused(cli("scenarios", "import-atp", str(ref), "--out", str(tmp_path / "o")), "already exists")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+        (["--thresholds", "nan"], "threshold nan must be a count"),
+        (["--rewards", "nan/1/1"], "must be finite and not negative"),
+        (["--rewards", "1e309/1/1"], "must be finite"),
+        (["--agents", "1000000000"], "agents: Input should be less than or equal to 10000000"),
+        (["--rounds", "1000000000"], "rounds: Input should be less than or equal to 10000"),
+        (["--model", ""], "model: String should have at least 1 character"),
+        (["--thresholds", "2,2"], "listed twice"),
+    ],
+)
+def test_numeric_options(tmp_path, args, needle):
+    refused(
+        cli("diffuse", "--model", "sim", *args, "--out", str(tmp_path / "r"))
+        if "--model" not in args
+        else cli("diffuse", *args, "--out", str(tmp_path / "r")),
+        needle,
+    )
+    assert not (tmp_path / "r").exists()
