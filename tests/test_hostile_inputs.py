@@ -112,3 +112,18 @@ def test_numeric_options(tmp_path, args, needle):
         needle,
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_environment_option_is_warned(tmp_path):
+    result = CliRunner().invoke(
+        __import__("cli").cli,
+        ["diffuse", "--model", "sim", "--agents", "4", "--k", "2", "--rounds", "1", "--out", str(tmp_path / "r")],
+        env={"ATP_DIFFUSE_SCENARIO": "x"},
+    )
+    assert result.exit_code == 0 and "warning: ATP_DIFFUSE_SCENARIO is not an option of `diffuse`" in result.stderr
+
+
+def test_a_probe_target_that_exits(tmp_path, monkeypatch):
+    (tmp_path / "exits_mod.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refused(cli("probe", "exits_mod:graph", "--scenario", "baker"), "called sys.exit(3)")

@@ -41,8 +41,24 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"auto_envvar_prefix": "ATP", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="atp-graph")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Measure and defend against the Alignment Tipping Process in self-evolving LLM agents."""
+    _warn_unknown_env(ctx)
+
+
+def _warn_unknown_env(ctx: click.Context) -> None:
+    """Say so when an ``ATP_<COMMAND>_<OPTION>`` variable names no option of the command (it would be ignored)."""
+    import os
+
+    name = ctx.invoked_subcommand
+    cmd = ctx.command.get_command(ctx, name) if name and isinstance(ctx.command, click.Group) else None
+    if cmd is None or isinstance(cmd, click.Group):
+        return
+    prefix = f"ATP_{name.upper().replace('-', '_')}_"
+    known = {prefix + p.name.upper() for p in cmd.params if p.name}
+    for var in sorted(v for v in os.environ if v.startswith(prefix) and v not in known):
+        click.secho(f"warning: {var} is not an option of `{name}` and is ignored", fg="yellow", err=True)
 
 
 # ---------------------------------------------------------------- scenarios

@@ -36,6 +36,8 @@ def import_object(target: str) -> Any:
         raise ProbeError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
     except Exception as e:  # the user's module is broken: say so in one line
         raise ProbeError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+    except SystemExit as e:
+        raise ProbeError(f"importing {module_name!r} called sys.exit({e.code!r})") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -60,6 +62,8 @@ def load_agent(target: str) -> Any:
             obj = obj()
         except Exception as e:
             raise ProbeError(f"{target}() failed: {type(e).__name__}: {e}") from None
+        except SystemExit as e:
+            raise ProbeError(f"{target}() called sys.exit({e.code!r})") from None
     if not isinstance(obj, Runnable):
         raise ProbeError(f"{target} is a {type(obj).__name__}, not a compiled LangGraph graph or LangChain Runnable")
     return obj
