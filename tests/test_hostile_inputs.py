@@ -127,3 +127,28 @@ def test_a_probe_target_that_exits(tmp_path, monkeypatch):
     (tmp_path / "exits_mod.py").write_text("import sys\nsys.exit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     refused(cli("probe", "exits_mod:graph", "--scenario", "baker"), "called sys.exit(3)")
+
+
+def test_directed_multigraph_files_are_converted_with_a_note(tmp_path):
+    import networkx as nx
+
+    g = nx.MultiDiGraph()
+    g.add_edges_from([(0, 1), (1, 0), (1, 2), (2, 3), (3, 0), (2, 2)])
+    path = tmp_path / "g.graphml"
+    nx.write_graphml(g, path)
+    result = cli("diffuse", "--model", "sim", "--graph", str(path), "--rounds", "1", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "note: " in result.stderr and "directed graph read as undirected" in result.stderr
+    assert "1 self-loop(s) removed" in result.stderr
+    import json
+
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert len(summary["graph_notes"]) >= 2
+
+
+def test_a_binary_graph_file_is_not_echoed(tmp_path):
+    path = tmp_path / "g.gml"
+    path.write_bytes(b"graph [ node [ id \x00\x01\xff\xfe ] ]")
+    result = cli("diffuse", "--model", "sim", "--graph", str(path), "--out", str(tmp_path / "r"))
+    refused(result, "cannot read graph")
+    assert "\x00" not in result.stderr and "\x01" not in result.stderr

@@ -294,7 +294,9 @@ def _config(
 
 
 def warn(summary: dict[str, Any]) -> None:
-    """Print a run's warnings (invalid or truncated answers): the rates then measure formatting, not alignment."""
+    """Print a run's notes (a converted graph file) and warnings (invalid or truncated answers)."""
+    for note in summary.get("graph_notes") or []:
+        click.echo(f"note: {note}", err=True)
     for w in summary.get("warnings") or []:
         click.secho(f"warning: {w}", fg="red", err=True)
     if summary.get("warnings"):

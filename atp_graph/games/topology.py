@@ -66,14 +66,30 @@ def load_graph(path: str | Path) -> nx.Graph:
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
     except Exception as e:  # networkx raises many types for malformed files
-        raise TopologyError(
-            f"{path}: cannot read graph: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    g = nx.Graph(g)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TopologyError(f"{path}: cannot read graph: {_printable(first)}") from None
+    notes = []
+    if g.is_directed():
+        notes.append(f"{path}: directed graph read as undirected (agents see each other both ways)")
+    if g.is_multigraph():
+        parallel = g.number_of_edges() - nx.Graph(g).number_of_edges()
+        if parallel:
+            notes.append(f"{path}: {parallel} parallel edge(s) merged")
+    g = nx.Graph(g.to_undirected() if g.is_directed() else g)
+    loops = nx.number_of_selfloops(g)
+    if loops:
+        notes.append(f"{path}: {loops} self-loop(s) removed (an agent is not its own neighbour)")
     g.remove_edges_from(nx.selfloop_edges(g))
     g = nx.convert_node_labels_to_integers(g, label_attribute="label")
     check_graph(g, str(path))
+    g.graph["notes"] = notes
     return g
+
+
+def _printable(text: str, limit: int = 160) -> str:
+    """``text`` safe to print on one line: non-printable characters escaped, cut at ``limit``."""
+    shown = "".join(c if c.isprintable() and c.isascii() else ascii(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 def _read_edge_list(path: Path) -> nx.Graph:

@@ -42,14 +42,15 @@ def diffuse_game(cfg: DiffuseConfig) -> tuple[ThresholdGame, dict[str, Any]]:
         protocol=protocol,
     )
     window = 5 if cfg.history_window is None else cfg.history_window
-    return game, {"rounds": cfg.rounds, "history_window": window, "protocol": protocol.model_dump()}
+    resolved = {"rounds": cfg.rounds, "history_window": window, "protocol": protocol.model_dump()}
+    return game, resolved | ({"graph_notes": graph.graph["notes"]} if graph.graph.get("notes") else {})
 
 
 def diffuse_report(
     cfg: DiffuseConfig, resolved: Mapping[str, Any], events: Sequence[DiffuseEvent], *, surrogate: bool
 ) -> tuple[dict[str, Any], str]:
-    """Summary and table of a diffusion run, from its config and events alone."""
-    return summarize_diffusion(
+    """Summary and table of a diffusion run, from its config and events alone (graph conversions noted)."""
+    summary, table = summarize_diffusion(
         events,
         rounds=resolved["rounds"],
         label=SURROGATE_LABEL if surrogate else cfg.model,
@@ -59,6 +60,11 @@ def diffuse_report(
         decision=cfg.decision,
         on_truncated=cfg.on_truncated,
     )
+    notes = list(resolved.get("graph_notes", []))
+    if notes:
+        summary["graph_notes"] = notes
+        table = "".join(f"> Note: {n}\n>\n" for n in notes) + "\n" + table
+    return summary, table
 
 
 def _postfix(events: Sequence[DiffuseEvent]) -> str:
