@@ -283,11 +283,12 @@ def _config(
         from atp_graph.run import RunDir
         from atp_graph.run.rundir import RunDirError
 
+        saved = RunDir.read_config(resume, kind=kind)[kind]
         given = sorted(k for k, v in options.items() if k in cls.model_fields and v is not None)
         if given or fixed:
             flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--paper-grid"
             raise RunDirError(f"--resume continues {resume} with its own saved settings; drop {flags}")
-        return cls(**RunDir.read_config(resume, kind=kind)[kind])
+        return cls(**saved)
     values = {k: v for k, v in options.items() if k in cls.model_fields}
     values["decision"] = resolve_decision(values.get("decision") or "auto", values.get("model") or "smollm2")
     return build_config(cls, values, **fixed)
