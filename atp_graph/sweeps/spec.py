@@ -171,7 +171,7 @@ def spec_from_data(data: dict[str, Any], *, source: str = "<spec>", lines: dict[
         found: dict[str, Problem] = {}
         for err in e.errors():
             loc = tuple(err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbid" else err["msg"].removeprefix("Value error, ")
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             if loc == ("command",):
