@@ -62,10 +62,13 @@ class LLMAgents:
                 self.saver = InMemorySaver()
             else:
                 import aiosqlite
+                from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
                 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
                 self._conn = await aiosqlite.connect(str(self.checkpoints))
-                self.saver = AsyncSqliteSaver(self._conn)
+                # A run folder is untrusted input on resume: only LangGraph's allowlist of plain types (messages,
+                # datetimes...) is rebuilt from agents.sqlite, never an arbitrary importable callable.
+                self.saver = AsyncSqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=None))
                 await self.saver.setup()
                 # One fsync per round (see _sync), not one per agent: a crash loses at most the round in flight,
                 # which the run folder's checkpoint (state.json, written after the round) does not count yet.
