@@ -118,11 +118,30 @@ def resolve_spec(spec: str) -> str:
 
 
 def read_variant(folder: str | Path) -> dict[str, Any]:
-    """The ``variant.json`` manifest of a trained variant folder."""
+    """The ``variant.json`` manifest of a trained variant folder, its ``spec`` checked: a variant loads from its
+    own folder (a full model, or an adapter on a base model), never builds or writes a model elsewhere.
+
+    Raises:
+        FileNotFoundError: No manifest in ``folder``.
+        DefenseError: The manifest is not valid JSON, or its spec points outside the folder or is not ``hf:``.
+    """
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no variant manifest here")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DefenseError(f"{path}: not a valid variant manifest ({e})") from None
+    spec = manifest.get("spec") if isinstance(manifest, dict) else None
+    if not isinstance(spec, str) or not spec.startswith("hf:"):
+        raise DefenseError(f"{path}: spec must be 'hf:<this folder>' or 'hf:<base>+adapter:<this folder>'")
+    here = Path(folder).resolve()  # the files are loaded from here, wherever the manifest says they were
+    base, adapter = split_adapter(spec[3:])
+    if adapter is None:
+        return {**manifest, "spec": f"hf:{here}"}
+    if base.startswith(("tiny:", "sim", "hf:", "server:")):
+        raise DefenseError(f"{path}: the base model must be a model folder or hub id, not {base!r}")
+    return {**manifest, "spec": f"hf:{base}+adapter:{here}"}
 
 
 def write_variant(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:

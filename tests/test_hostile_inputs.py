@@ -152,3 +152,27 @@ def test_a_binary_graph_file_is_not_echoed(tmp_path):
     result = cli("diffuse", "--model", "sim", "--graph", str(path), "--out", str(tmp_path / "r"))
     refused(result, "cannot read graph")
     assert "\x00" not in result.stderr and "\x01" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("manifest", "needle"),
+    [
+        ("not json", "not a valid variant manifest"),
+        ('{"spec": "tiny:/tmp/elsewhere"}', "spec must be 'hf:<this folder>'"),
+        ('{"spec": "hf:tiny:/tmp/x+adapter:/tmp/y"}', "the base model must be a model folder or hub id"),
+        ("[1, 2]", "spec must be"),
+    ],
+)
+def test_a_tampered_variant_manifest_is_refused(tmp_path, manifest, needle):
+    from defenses.variant import DefenseError, read_variant
+
+    (tmp_path / "variant.json").write_text(manifest)
+    with pytest.raises(DefenseError, match=needle):
+        read_variant(tmp_path)
+
+
+def test_a_variant_always_loads_from_its_own_folder(tmp_path):
+    from defenses.variant import read_variant
+
+    (tmp_path / "variant.json").write_text('{"spec": "hf:Qwen/Qwen3-8B+adapter:/somewhere/else"}')
+    assert read_variant(tmp_path)["spec"] == f"hf:Qwen/Qwen3-8B+adapter:{tmp_path.resolve()}"
