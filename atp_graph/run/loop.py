@@ -17,6 +17,7 @@ from typing import Any
 
 from ..contracts import Agents, Game
 from ..events import Event
+from . import faults
 from .rundir import RunDir
 
 
@@ -59,6 +60,7 @@ async def aplay_rounds(
             for r in range(completed + 1, rounds + 1):
                 observations = game.observe(r)
                 actions = await agents.act(r, observations, lambda subs, r=r: game.settle(r, subs))
+                faults.checkpoint("act", r)
                 events = game.record(r, observations, actions)
                 if rundir is not None:
                     rundir.commit_round(r, events, {"game": game.state_dict(), "agents": agents.state_dict()})

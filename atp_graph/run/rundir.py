@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..events import SCHEMA_VERSION, Event, dump_event, read_events, write_lines
+from . import faults
 
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
 
@@ -156,7 +157,9 @@ class RunDir:
             write_lines(f, events)
             f.flush()
             os.fsync(f.fileno())
+        faults.checkpoint("events", round_no)
         _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state, "config_sha": self.config_sha}))
+        faults.checkpoint("state", round_no)
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write an output file atomically."""

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..events import Event, read_events
 from ..policies.base import Policy
 from ..policies.spec import SurrogateModel, load_model
-from ..run import RunDir, play_rounds, versions
+from ..run import RunDir, faults, play_rounds, versions
 from ..run.rundir import RunDirError
 
 Build = Callable[[Any], tuple[Game, dict[str, Any]]]
@@ -133,8 +133,11 @@ class Testbed:
         if rundir is not None:
             with rundir.locked():  # no concurrent resume writes them at the same time
                 rundir.write_json("summary.json", summary)
+                faults.checkpoint("summary")
                 rundir.write_text("table.md", table)
+                faults.checkpoint("table")
                 self.plot(rundir.path, summary, events)
+                faults.checkpoint("plots")
         return RunResult(summary, table, events, rundir.path if rundir else None)
 
 
