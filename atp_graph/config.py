@@ -48,6 +48,13 @@ TOPOLOGIES: tuple[str, ...] = typing.get_args(Topology)
 SUPERVISION_PATTERNS: tuple[str, ...] = typing.get_args(SupervisionPattern)
 
 
+def resolve_decision(decision: str, model: str) -> str:
+    """``auto`` = ``score`` for the embedded smollm2 (too small to follow the answer format), else ``generate``."""
+    if decision != "auto":
+        return decision
+    return "score" if model in ("", "smollm2") else "generate"
+
+
 class AgentConfig(BaseModel):
     """Who decides and how agents evolve: the fields every testbed config shares (written to ``config.json``)."""
 

@@ -12,9 +12,9 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig
+from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig, resolve_decision
 from .options import build_config, config_options
-from .support import default_out, friendly, load_model, model_options, resolve_decision, run_options
+from .support import default_out, friendly, load_model, model_options, run_options
 
 
 class LazyGroup(click.Group):

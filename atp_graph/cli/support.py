@@ -100,13 +100,6 @@ def run_options(command: str) -> Callable[[F], F]:
     return decorate
 
 
-def resolve_decision(decision: str, model: str) -> str:
-    """``auto`` = ``score`` for the embedded smollm2 (too small to follow the answer format), else ``generate``."""
-    if decision != "auto":
-        return decision
-    return "score" if model in ("", "smollm2") else "generate"
-
-
 def load_model(
     model: str, options: dict[str, Any], *, kind: str = "individual", default_tokens: int | None = None
 ) -> Any:

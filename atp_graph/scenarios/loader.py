@@ -50,9 +50,6 @@ class BadYAML(Exception):
         self.line, self.field, self.message = line, field, message
 
 
-_Bad = BadYAML  # the old private name (kept while callers move to BadYAML)
-
-
 def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> Any:
     """Build Python data from a composed node, recording the line of every key path."""
     line = node.start_mark.line + 1
@@ -133,7 +130,7 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     return _plain(node, "", lines, ()), lines
 
 
-def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
+def line_for(lines: dict[tuple, int], loc: tuple) -> int:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
@@ -188,10 +185,10 @@ def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, di
                 msg = f"unknown kind {data.get('kind')!r}; use 'individual' or 'collective'"
             if field in problems:  # several union branches failed on one value
                 msg = "must be a number or a ${param} template" if loc[0] in ("payoff", "game") else msg
-            problems[field] = Problem(shown, _line_for(lines, loc), field, msg)
+            problems[field] = Problem(shown, line_for(lines, loc), field, msg)
         raise ScenarioError(list(problems.values())) from None
     template_problems = [
-        Problem(shown, _line_for(lines, loc), field, msg) for loc, field, msg in check_templates(scenario)
+        Problem(shown, line_for(lines, loc), field, msg) for loc, field, msg in check_templates(scenario)
     ]
     if template_problems:
         raise ScenarioError(template_problems)

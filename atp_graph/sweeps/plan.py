@@ -10,8 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..cli.support import resolve_decision
-from ..config import PAPER_GRID
+from ..config import PAPER_GRID, resolve_decision
 from .spec import CONFIGS, Resources, SpecError, SweepSpec
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..config import AgentConfig, DiffuseConfig, ExploreConfig
 from ..errors import UserError
-from ..scenarios.loader import Problem, _Bad, _line_for, parse_yaml
+from ..scenarios.loader import BadYAML, Problem, line_for, parse_yaml
 
 Command = Literal["explore", "diffuse"]
 """The commands a sweep can run."""
@@ -128,7 +128,7 @@ class SweepSpec(BaseModel):
 
     def problem(self, loc: tuple, message: str) -> Problem:
         """A problem at a key path of the spec, with the line it was written on."""
-        return Problem(self._source, _line_for(self._lines, loc), _field(loc), message)
+        return Problem(self._source, line_for(self._lines, loc), _field(loc), message)
 
 
 def _field(loc: tuple) -> str:
@@ -149,7 +149,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError([Problem(shown, 1, "(file)", "not valid UTF-8")]) from None
     try:
         data, lines = parse_yaml(text, shown)
-    except _Bad as b:
+    except BadYAML as b:
         raise SpecError([Problem(shown, b.line, b.field, b.message)]) from None
     if not isinstance(data, dict):
         raise SpecError([Problem(shown, 1, "(top level)", "must be a mapping with command, base, grid, runs...")])
@@ -161,7 +161,7 @@ def spec_from_data(data: dict[str, Any], *, source: str = "<spec>", lines: dict[
     lines = lines or {}
 
     def at(loc: tuple, message: str) -> Problem:
-        return Problem(source, _line_for(lines, loc), _field(loc), message)
+        return Problem(source, line_for(lines, loc), _field(loc), message)
 
     if data.get("command") in NOT_SWEEPABLE:
         raise SpecError([at(("command",), NOT_SWEEPABLE[data["command"]])])
