@@ -151,7 +151,7 @@ def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
 )
 @click.option("--scenarios", "scenarios_", default=None, help="Scenario file, folder or name when there is no --data.")
 @click.option("--kind", type=click.Choice(["individual", "collective"]), default="individual", show_default=True)
-@click.option("--limit", type=int, default=None, help="Only the first N prompts.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts.")
 @click.option(
     "--out", default=None, type=click.Path(file_okay=False), help="Variant folder (default runs/grpo-<time>)."
 )
@@ -192,7 +192,7 @@ def grpo_cmd(
 )
 @click.option("--testbed", type=click.Choice(["explore", "diffuse", "both"]), default="explore", show_default=True)
 @click.option("--rounds", type=int, default=None, help="Rounds (default: explore 6, diffuse 3).")
-@click.option("--limit", type=int, default=None, help="Explore only the first N items.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Explore only the first N items.")
 @click.option("--scenarios", "scenarios_", default=None, help="Individual scenarios (default: all 64 items).")
 @click.option("--games", default=None, help="Collective games (default: all 7, the study's grid).")
 @click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import networkx as nx
 
 from atp_graph.contracts import Observation
+from atp_graph.errors import UserError
 from atp_graph.games import IndividualGame, ThresholdGame, populations
 from atp_graph.parsing import ParseRule, parse_choice
 from atp_graph.policies.base import DecisionRequest, Message, Policy
@@ -351,13 +352,26 @@ def make_preference_data(
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL data file (``FileNotFoundError`` if missing; ``ValueError`` names a bad line)."""
+    """The rows of a JSONL data file (``FileNotFoundError`` if missing; :class:`DataError` names a bad line)."""
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: holds no rows")
     return rows
+
+
+class DataError(UserError, ValueError):
+    """A data file that cannot be used; the message names the file and line."""

@@ -176,3 +176,19 @@ def test_a_variant_always_loads_from_its_own_folder(tmp_path):
 
     (tmp_path / "variant.json").write_text('{"spec": "hf:Qwen/Qwen3-8B+adapter:/somewhere/else"}')
     assert read_variant(tmp_path)["spec"] == f"hf:Qwen/Qwen3-8B+adapter:{tmp_path.resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"not json\n", "not valid JSON"),
+        (b"5\n", "expected a JSON object per line, got int"),
+        (b"\x90\x00\xff binary", "not a text file"),
+        (b"", "holds no rows"),
+    ],
+)
+def test_bad_preference_data(tmp_path, content, needle):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(content)
+    refused(cli("defend", "dpo", "--model", "smollm2", "--data", str(data), "--out", str(tmp_path / "v")), needle)
+    assert not (tmp_path / "v").exists()
