@@ -184,7 +184,7 @@ def test_a_variant_always_loads_from_its_own_folder(tmp_path):
         (b"not json\n", "not valid JSON"),
         (b"5\n", "expected a JSON object per line, got int"),
         (b"\x90\x00\xff binary", "not a text file"),
-        (b"", "holds no rows"),
+        (b"", "no preference pairs"),
     ],
 )
 def test_bad_preference_data(tmp_path, content, needle):
