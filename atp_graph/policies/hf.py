@@ -8,30 +8,51 @@ requests share its batch.
 Score mode reads the model's probability of each option instead of sampling an answer: the log-likelihood of
 the answer's continuation ``<option>"}`` after the assistant prefix ``{"choice": "``, averaged over the two
 option orders (``request.messages`` and ``request.swapped``) to cancel the model's position bias. No prefix
-token runs twice: the two orders differ only near the end, so each request's common start (its trunk) runs
-ONCE in a batched forward pass that keeps its KV cache; the cache is then gathered for one row per
-(order, option), and a second batched pass runs each order's remaining tokens plus the option's tokens.
+token runs twice: the two orders differ only near the end, so each request is packed into ONE row holding its
+common start (its trunk) once, then each order's tail and both options' tokens as branches of a tree attention
+mask; one batched forward pass per group scores everything.
+
+Prefix reuse (on by default, ``prefix_cache=False`` turns it off): conversations with history (transcript mode from
+the second round on) are cut at their message ends, and the KV of every message stays in a byte-budgeted LRU store
+(:mod:`~atp_graph.policies.kvcache`). A prompt whose messages were seen before (the same agent's previous rounds, or
+the system prompt and scenario every agent shares) reuses their KV, and only its new messages are computed;
+identical prompts in one call are computed once. Each message's KV is computed one canonical way (alone, batch size
+1, after the canonical KV of the messages before it), so results never depend on what happened to be stored: a
+resumed run or an eviction gives the same numbers bit for bit. Against no reuse at all they agree up to float
+rounding (p values to about 1e-6, greedy and seeded answers token for token).
+
+Long answers: ``continuous=True`` (the default for answer budgets over :data:`LONG_ANSWER` tokens) replaces the
+fixed padded groups of ``generate`` with a decode loop that drops each finished answer from the batch at once
+and admits the next waiting request in its place, so a batch never waits for its longest answer. Rows keep their
+own seeded generators, so answers are the same token for token as with padded groups. Every running batch is
+sized so that its worst case (prompt plus ``max_new_tokens`` for every row) fits the KV budget.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import inspect
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicLayer
 
 from ..parsing import choice_json, parse_choice
 from .base import Decision, DecisionMode, DecisionRequest, Message, ModelError
+from .kvcache import PrefixStore, default_kv_budget, parse_bytes, release_freed_memory
+from .scoring import ANSWER_PREFIX, score_decision
 
-__all__ = ["ANSWER_PREFIX", "HFPolicy", "resolve_device", "resolve_dtype"]
+__all__ = ["ANSWER_PREFIX", "LONG_ANSWER", "HFPolicy", "resolve_device", "resolve_dtype"]
 
-ANSWER_PREFIX = '{"choice": "'
-"""The assistant text score mode puts before each option."""
+LONG_ANSWER = 512
+"""Answer budgets (``max_new_tokens``) above this many tokens decode with continuous batching by default."""
+
 
 _DTYPES = {
     "float32": torch.float32,
@@ -70,6 +91,24 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return _DTYPES[dtype]
 
 
+def _draw(
+    scores: torch.Tensor, generators: Sequence[torch.Generator], *, temperature: float, top_k: int | None, top_p: float
+) -> torch.Tensor:
+    """One token per row (``[rows, 1]``), drawn with that row's generator; temperature, top-k and top-p as in
+    Hugging Face; one uniform number per row per call."""
+    logits, order = torch.sort(scores.float() / max(temperature, 1e-5), dim=-1, descending=True)
+    if top_k:
+        logits[:, top_k:] = -float("inf")
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
+        probs = probs.masked_fill(before > top_p, 0.0)  # keeps at least the top token
+    cdf = probs.cumsum(-1)
+    u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
+    rank = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
+    return order.gather(-1, rank)
+
+
 class _SeededSampler(LogitsProcessor):
     """Sample each row from its own seeded generator; return logits that only allow the drawn token.
 
@@ -82,17 +121,7 @@ class _SeededSampler(LogitsProcessor):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits, order = torch.sort(scores.float() / max(self.temperature, 1e-5), dim=-1, descending=True)
-        if self.top_k:
-            logits[:, self.top_k :] = -float("inf")
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_p < 1.0:
-            before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
-            probs = probs.masked_fill(before > self.top_p, 0.0)  # keeps at least the top token
-        cdf = probs.cumsum(-1)
-        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(cdf.device)
-        rank = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
-        token = order.gather(-1, rank)
+        token = _draw(scores, self.generators, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         return torch.full_like(scores, -float("inf")).scatter(-1, token, 0.0)
 
 
@@ -118,7 +147,19 @@ class HFPolicy:
         top_k: Top-k cut; ``None`` takes the model's generation config (else 50), 0 disables it.
         do_sample: Sample (True) or decode greedily (False); ``None`` takes the model's generation config.
         batch_size: Most sequences per forward pass; prompts are grouped by length before cutting.
-        compile: Use a static KV cache so ``generate`` compiles its decode step (GPU only; off by default).
+        compile: Use a static KV cache so ``generate`` compiles its decode step (GPU only; off by default; generate
+            mode then neither reuses prefixes nor batches continuously).
+        prefix_cache: Reuse the KV cache of earlier prompts and answers that a new prompt starts with (see the module
+            docstring); ``False`` computes every prompt in full, as before. Stored KV belongs to the current
+            weights: call ``policy.store.clear()`` after changing them in place.
+        kv_budget: Most bytes of KV cache held at once (stored prefixes plus the running batch's worst case), as a
+            number or a string such as ``"8GB"``; ``None`` takes half the free GPU memory after loading, or a
+            quarter of the available RAM on CPU. Generate batches are cut so that they fit; ``0`` turns prefix
+            reuse off and leaves batches at ``batch_size``.
+        continuous: Decode with continuous batching (finished answers leave the batch at once, waiting requests
+            take their place) instead of padded groups; ``None`` turns it on when ``max_new_tokens`` exceeds
+            :data:`LONG_ANSWER`. Needs a generation config without extra logits processors (repetition penalty
+            and the like); padded groups are used otherwise.
     """
 
     def __init__(
@@ -134,6 +175,9 @@ class HFPolicy:
         do_sample: bool | None = None,
         batch_size: int = 32,
         compile: bool = False,
+        prefix_cache: bool = True,
+        kv_budget: int | str | None = None,
+        continuous: bool | None = None,
     ) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ModelError(f"{name}: the tokenizer has no chat template; use an instruction-tuned model")
@@ -164,6 +208,13 @@ class HFPolicy:
         params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._option_ids: dict[str, list[int]] = {}
+        self.kv_budget = parse_bytes(kv_budget) if kv_budget is not None else default_kv_budget(self.device)
+        self._reuse_ok = _plain_kv_cache(model)
+        self.prefix_cache = bool(prefix_cache and self._reuse_ok and self.kv_budget > 0)
+        self.store = PrefixStore(self.kv_budget if self.prefix_cache else 0)
+        """The prefix store; ``store.stats`` counts reused and computed prompt tokens."""
+        self.continuous = continuous
+        self._kv_per_token = _kv_bytes_per_token(model)
 
     @classmethod
     def from_pretrained(
@@ -222,11 +273,16 @@ class HFPolicy:
     def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: DecisionMode = "generate") -> list[Decision]:
         """Decide every request: ``generate`` samples answers, ``score`` reads p(target) (see module doc)."""
         if mode == "score":
-            return self._score(requests)
+            decisions = self._score(requests)
+            release_freed_memory(self.device)
+            return decisions
         if mode != "generate":
             raise ValueError(f"unknown decision mode {mode!r}; use 'generate' or 'score'")
-        prompts = [self._render(r.messages) for r in requests]
-        outs = self._generate(prompts, [r.seed for r in requests], self.max_new_tokens)
+        rendered = [self._render_cut(r.messages) for r in requests]
+        outs = self._generate(
+            [p for p, _ in rendered], [r.seed for r in requests], self.max_new_tokens, [b for _, b in rendered]
+        )
+        release_freed_memory(self.device)
         return [
             Decision(text=o.text, choice=parse_choice(o.text, r.options), finish=o.finish, tokens=o.tokens)
             for o, r in zip(outs, requests, strict=True)
@@ -240,8 +296,10 @@ class HFPolicy:
         seeds: Sequence[int] | None = None,
     ) -> list[str]:
         """Free-text completions (batched like generate mode); ``seeds`` default to 0 for every row."""
-        prompts = [self._render(c) for c in conversations]
-        outs = self._generate(prompts, list(seeds) if seeds is not None else [0] * len(prompts), max_new_tokens)
+        rendered = [self._render_cut(c) for c in conversations]
+        seeds = list(seeds) if seeds is not None else [0] * len(rendered)
+        outs = self._generate([p for p, _ in rendered], seeds, max_new_tokens, [b for _, b in rendered])
+        release_freed_memory(self.device)
         return [o.text for o in outs]
 
     # -- generate mode -------------------------------------------------------------------------------------------
@@ -252,6 +310,42 @@ class HFPolicy:
             [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **template_kwargs
         )
         return list(self.tokenizer(text + suffix, add_special_tokens=False)["input_ids"])
+
+    def _render_cut(
+        self, messages: Sequence[Message], suffix: str = "", **template_kwargs: Any
+    ) -> tuple[list[int], list[int]]:
+        """:meth:`_render`, and where its messages end (token offsets, increasing) when its KV is worth keeping.
+
+        Only conversations with an answer in them (transcript mode from the second round on) are cut: their
+        messages come back next round. A message end counts only where the template renders the conversation up
+        to that message as a start of the whole text and no token straddles it.
+        """
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **template_kwargs
+        )
+        text += suffix
+        if not self.prefix_cache or not any(m["role"] == "assistant" for m in messages):
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), []
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, TypeError, ValueError):  # slow tokenizers give no offsets
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), []
+        ids, offsets = list(enc["input_ids"]), [int(start) for start, _ in enc["offset_mapping"]]
+        ends = [int(end) for _, end in enc["offset_mapping"]]
+        bounds: list[int] = []
+        for k in range(1, len(messages) + 1):
+            try:
+                head = self.tokenizer.apply_chat_template(
+                    [dict(m) for m in messages[:k]], add_generation_prompt=False, tokenize=False, **template_kwargs
+                )
+            except Exception:  # a template may refuse a partial conversation: no cut there
+                continue
+            if not head or not text.startswith(head):
+                continue
+            cut = bisect.bisect_left(offsets, len(head))  # first token starting at or after the message end
+            if 0 < cut < len(ids) and ends[cut - 1] <= len(head) and (not bounds or cut > bounds[-1]):
+                bounds.append(cut)
+        return ids, bounds
 
     def _groups(self, lengths: Sequence[int], weights: Sequence[int] | None = None) -> Iterator[list[int]]:
         """Indices sorted by length (ties by position), cut into groups of at most ``batch_size`` rows.
@@ -272,30 +366,234 @@ class HFPolicy:
         if group:
             yield group
 
+    def _row_cap(self, width: int) -> int:
+        """Most rows whose worst case (``width`` tokens each) fits the KV budget, within ``batch_size``."""
+        if self._kv_per_token <= 0 or self.kv_budget <= 0:  # no budget: batch_size alone
+            return self.batch_size
+        return max(1, min(self.batch_size, self.kv_budget // (self._kv_per_token * max(width, 1))))
+
+    def _use_continuous(self, max_new_tokens: int) -> bool:
+        """Whether generate mode decodes with continuous batching (see :class:`HFPolicy`)."""
+        if self.compile or not self._reuse_ok:
+            return False
+        wanted = self.continuous if self.continuous is not None else max_new_tokens > LONG_ANSWER
+        return wanted and _plain_processing(self.model, self._gen_config)
+
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int) -> list[Generated]:
-        """One ``generate`` call per length group; the new tokens' text and why they ended, in the prompts' order."""
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        seeds: list[int],
+        max_new_tokens: int,
+        bounds: Sequence[Sequence[int]] | None = None,
+    ) -> list[Generated]:
+        """Answers in the prompts' order: continuous batching, or one ``generate`` call per length group.
+
+        ``bounds[i]``: where prompt ``i``'s messages end (see :meth:`_render_cut`); its KV up to the last one is
+        taken from (or computed into) the prefix store."""
+        if not prompts:
+            return []
+        bounds = [list(b) for b in bounds] if bounds is not None else [[] for _ in prompts]
+        bounds = [[x for x in b if x < len(p)] for p, b in zip(prompts, bounds, strict=True)]  # >= 1 token to feed
+        if self._use_continuous(max_new_tokens):
+            return self._generate_continuous(prompts, seeds, max_new_tokens, bounds)
         texts = [Generated("", "stop", 0)] * len(prompts)
         config = copy.deepcopy(self._gen_config)
         config.max_new_tokens = max_new_tokens
         multiple = 64 if self.compile else 1  # fewer distinct shapes to compile
         for group in self._groups([len(p) for p in prompts]):
-            ids, mask = _left_pad([prompts[i] for i in group], self.pad_id, self.device, multiple)
-            processors = LogitsProcessorList()
-            if self.do_sample:
-                sampler = _SeededSampler(
-                    [seeds[i] for i in group], temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+            width = max(len(prompts[i]) for i in group) + max_new_tokens
+            cap = self._row_cap(width)
+            for part in (group[k : k + cap] for k in range(0, len(group), cap)):
+                self.store.reserve(len(part) * width * self._kv_per_token)
+                rows = [prompts[i] for i in part]
+                ids, mask = _left_pad(rows, self.pad_id, self.device, multiple)
+                processors = LogitsProcessorList()
+                if self.do_sample:
+                    sampler = _SeededSampler(
+                        [seeds[i] for i in part], temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+                    )
+                    processors.append(sampler)
+                extra = {}
+                repeated = len({tuple(r) for r in rows}) < len(rows)
+                if self.prefix_cache and not self.compile and (repeated or any(bounds[i] for i in part)):
+                    kvs = self._prompt_kvs(rows, [bounds[i] for i in part])
+                    extra[self._cache_kw] = self._left_padded_cache(rows, kvs, ids.shape[1])
+                    del kvs
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors, **extra
                 )
-                processors.append(sampler)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors
-            )
-            for i, row in zip(group, out[:, ids.shape[1] :].tolist(), strict=True):
-                end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
-                finish = "stop" if end is not None or len(row) < max_new_tokens else "length"
-                end = len(row) if end is None else end
-                texts[i] = Generated(self.tokenizer.decode(row[:end], skip_special_tokens=True), finish, end)
+                for i, row in zip(part, out[:, ids.shape[1] :].tolist(), strict=True):
+                    texts[i] = self._finish(row, max_new_tokens)
+                del extra, out
+                self.store.reserve(0)
         return texts
+
+    def _finish(self, row: Sequence[int], max_new_tokens: int) -> Generated:
+        """A generated row as text: cut at the first end-of-sequence token; ``length`` when the budget ran out."""
+        end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
+        finish = "stop" if end is not None or len(row) < max_new_tokens else "length"
+        end = len(row) if end is None else end
+        return Generated(self.tokenizer.decode(list(row[:end]), skip_special_tokens=True), finish, end)
+
+    def _left_padded_cache(self, rows: Sequence[list[int]], kvs: Sequence[torch.Tensor], width: int) -> Any:
+        """A cache holding every row's prompt but its last token, left-padded like ``_left_pad`` pads the ids, so
+        that ``generate`` only runs the last prompt token and then decodes."""
+        past = self._zeros_kv(len(rows), width - 1)
+        for b, (r, kv) in enumerate(zip(rows, kvs, strict=True)):
+            if len(r) > 1:
+                past[:, :, b, :, width - len(r) : width - 1] = kv
+        return _as_cache(past)
+
+    def _prompt_kvs(self, prompts: Sequence[list[int]], bounds: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """The KV of every prompt but its last token: each prompt's kept messages (:meth:`_canonical`), then the rest
+        of all prompts in one batched pass; identical prompts are computed once."""
+        keys = [tuple(p[:-1]) for p in prompts]
+        unique = list(dict.fromkeys(keys))
+        at = {k: bounds[keys.index(k)] for k in unique}
+        pasts = [self._canonical(k, at[k]) for k in unique]
+        rows = [_Row(kv, list(k[c:]), list(range(c, len(k)))) for k, (c, kv) in zip(unique, pasts, strict=True)]
+        empty = self._zeros_kv(1, 0)[:, :, 0]
+        done = {k: kv if kv is not None else empty for k, (_, kv) in zip(unique, pasts, strict=True)}
+        if any(r.ids for r in rows):
+            _, cache, past_len, width = self._extend(rows)
+            for b, (k, r) in enumerate(zip(unique, rows, strict=True)):
+                c, t = len(k) - len(r.ids), len(r.ids)
+                cols = torch.cat([torch.arange(past_len - c, past_len), torch.arange(width - t, width) + past_len])
+                done[k] = _take(cache, b, cols.to(self.device))
+                self.store.stats.computed += t
+            del cache
+        return [done[k] for k in keys]
+
+    def _zeros_kv(self, rows: int, width: int) -> torch.Tensor:
+        """An all-zero batch KV ``[layers, 2, rows, kv_heads, width, head_dim]`` (zeros are masked out)."""
+        layers, heads, dim = self._kv_shape
+        return torch.zeros((layers, 2, rows, heads, width, dim), dtype=self._kv_dtype, device=self.device)
+
+    @property
+    def _kv_shape(self) -> tuple[int, int, int]:
+        cfg = self.model.config.get_text_config(decoder=True)
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return cfg.num_hidden_layers, heads, dim
+
+    @property
+    def _kv_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # -- prefix reuse --------------------------------------------------------------------------------------------
+
+    def _canonical(self, tokens: Sequence[int], bounds: Sequence[int]) -> tuple[int, torch.Tensor | None]:
+        """The KV of ``tokens[:bounds[-1]]``: ``(bounds[-1], kv)``, or ``(0, None)`` without bounds.
+
+        Each message (``bounds`` are their ends) is computed the one canonical way: alone, at batch size 1, after
+        the canonical KV of the messages before it. Kept messages come from the store, the others are computed and
+        stored, so the KV and everything computed from it do not depend on what happened to be stored: a resumed
+        run, or a run after an eviction, computes the same numbers bit for bit.
+        """
+        if not bounds:
+            return 0, None
+        c, kv = self.store.lookup(tokens, bounds)
+        self.store.stats.reused += c
+        for end in (b for b in bounds if b > c):
+            past = _as_cache(kv[:, :, None]) if kv is not None else DynamicCache()
+            self.model.get_decoder()(
+                input_ids=torch.tensor([tokens[c:end]], device=self.device),
+                position_ids=torch.arange(c, end, device=self.device)[None],
+                use_cache=True,
+                **{self._cache_kw: past},
+            )
+            kv = torch.stack([torch.stack((layer.keys[0], layer.values[0])) for layer in past.layers])
+            self.store.insert(tokens[:end], kv, [b for b in bounds if b <= end])
+            self.store.stats.computed += end - c
+            c = end
+        return c, kv
+
+    def _extend(self, rows: Sequence[_Row], *, keep_cache: bool = True) -> tuple[torch.Tensor, Any, int, int]:
+        """One batched decoder pass over new tokens after each row's own past (reused KV).
+
+        Row ``b``'s past sits right-aligned in columns ``[C - c_b, C)`` of the batch past, its new tokens right-
+        aligned in ``[T - t_b, T)`` of the input; a 4-D mask lets each new token see its past (its first
+        ``row.sees[j]`` columns when given) and, among the new tokens, what ``row.mask`` allows (causal by default).
+        Pads see only themselves.
+
+        Returns:
+            ``(hidden [B, T, H], cache or None, C, T)``; with ``keep_cache`` the cache holds ``C + T`` columns.
+        """
+        past_len = max((r.past.shape[3] if r.past is not None else 0) for r in rows)
+        width = max(len(r.ids) for r in rows)
+        n = len(rows)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        allowed = torch.zeros((n, width, past_len + width), dtype=torch.bool)
+        allowed[:, :, past_len:] = torch.eye(width, dtype=torch.bool)
+        past = self._zeros_kv(n, past_len) if past_len else None
+        for b, r in enumerate(rows):
+            t, c = len(r.ids), (r.past.shape[3] if r.past is not None else 0)
+            if not t:
+                continue
+            off = width - t
+            ids[b, off:] = torch.tensor(r.ids)
+            pos[b, off:] = torch.tensor(r.positions)
+            if r.sees is None:
+                allowed[b, off:, past_len - c : past_len] = True
+            else:
+                for j, seen in enumerate(r.sees):
+                    allowed[b, off + j, past_len - c : past_len - c + seen] = True
+            allowed[b, off:, past_len + off :] = r.mask if r.mask is not None else torch.ones((t, t)).tril().bool()
+            if c:
+                past[:, :, b, :, past_len - c :] = r.past
+        kwargs: dict[str, Any] = {"use_cache": keep_cache or past is not None}
+        cache = None
+        if kwargs["use_cache"]:
+            cache = _as_cache(past) if past is not None else DynamicCache()
+            kwargs[self._cache_kw] = cache
+        del past
+        hidden = self.model.get_decoder()(
+            input_ids=ids.to(self.device),
+            position_ids=pos.to(self.device),
+            attention_mask=allowed[:, None].to(self.device),
+            **kwargs,
+        ).last_hidden_state
+        return hidden, cache, past_len, width
+
+    # -- continuous batching -------------------------------------------------------------------------------------
+
+    def _generate_continuous(
+        self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int, bounds: Sequence[Sequence[int]]
+    ) -> list[Generated]:
+        """Decode all prompts with continuous batching: one forward step advances every running answer by one
+        token; a finished answer leaves the batch at once and the next waiting prompt takes its place (its kept
+        messages reused, the rest prefilled). The running batch is the largest whose worst case fits the budget."""
+        queue = deque(sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i)))
+        texts: list[Generated | None] = [None] * len(prompts)
+        batch = _Running(self)
+
+        def worst(rows: int, longest: int) -> int:  # bytes, every row charged the longest row's worst case
+            return rows * (longest + max_new_tokens) * self._kv_per_token
+
+        while queue or batch.rows:
+            admit: list[int] = []
+            while queue and len(batch.rows) + len(admit) < self.batch_size:
+                longest = max([batch.widest, *(len(prompts[i]) for i in [*admit, queue[0]])])
+                over = worst(len(batch.rows) + len(admit) + 1, longest) > self.kv_budget > 0
+                if (batch.rows or admit) and over:
+                    break
+                admit.append(queue.popleft())
+            if admit:
+                longest = max([batch.widest, *(len(prompts[i]) for i in admit)])
+                self.store.reserve(worst(len(batch.rows) + len(admit), longest))
+                kvs = self._prompt_kvs([prompts[i] for i in admit], [bounds[i] for i in admit])
+                gens = [torch.Generator().manual_seed(int(seeds[i])) for i in admit] if self.do_sample else []
+                batch.admit(admit, [prompts[i] for i in admit], kvs, gens)
+                del kvs
+            done = batch.step(self.eos_ids, max_new_tokens)
+            if done:
+                self.store.reserve(worst(len(batch.rows), batch.widest))
+            for i, row in done:
+                texts[i] = self._finish(row, max_new_tokens)
+        self.store.reserve(0)
+        return [t if t is not None else Generated("", "stop", 0) for t in texts]
 
     # -- score mode ----------------------------------------------------------------------------------------------
 
@@ -311,65 +609,224 @@ class HFPolicy:
 
     def _score(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """Score mode: p(target) per request, averaged over option orders; choice sampled from it."""
-        prefixes = [
-            [self._render(conv, ANSWER_PREFIX, enable_thinking=False) for conv in (r.messages, r.swapped) if conv]
-            for r in requests
-        ]
-        logps = self.option_logprobs(prefixes, [r.options for r in requests])
-        decisions = []
-        for r, pairs in zip(requests, logps, strict=True):
-            t = r.options.index(r.target)
-            ps = [float(torch.softmax(torch.tensor(pair, dtype=torch.float64), 0)[t]) for pair in pairs]
-            p_target = sum(ps) / len(ps)
-            draw = torch.rand((), generator=torch.Generator().manual_seed(int(r.seed)), dtype=torch.float64)
-            choice = r.target if float(draw) < p_target else r.options[1 - t]
-            extra = {"p_target_original": ps[0], "argmax_is_target": float(p_target > 0.5)}
-            if len(ps) > 1:
-                extra["p_target_swapped"] = ps[1]
-            decisions.append(Decision(text=choice_json(choice), choice=choice, p_target=p_target, extra=extra))
-        return decisions
+        prefixes, bounds = [], []
+        for r in requests:
+            first, cut = self._render_cut(r.messages, ANSWER_PREFIX, enable_thinking=False)
+            rest = [self._render(r.swapped, ANSWER_PREFIX, enable_thinking=False)] if r.swapped else []
+            prefixes.append([first, *rest])
+            bounds.append(cut)
+        logps = self.option_logprobs(prefixes, [r.options for r in requests], bounds)
+        return [score_decision(r, pairs) for r, pairs in zip(requests, logps, strict=True)]
 
     @torch.inference_mode()
     def option_logprobs(
-        self, prefixes: Sequence[Sequence[list[int]]], options: Sequence[tuple[str, str]]
+        self,
+        prefixes: Sequence[Sequence[list[int]]],
+        options: Sequence[tuple[str, str]],
+        bounds: Sequence[Sequence[int]] | None = None,
     ) -> list[list[tuple[float, float]]]:
         """Log-likelihood of each option's continuation after each of a request's prefixes (token ids).
 
         ``prefixes[i]`` holds request ``i``'s prefixes (one per option order); the result holds one
-        ``(logp(options[i][0]), logp(options[i][1]))`` pair per prefix. Two forward passes per group: the
-        request's trunk (its prefixes' common start) runs once and keeps its KV cache; the cache is then
-        gathered for one row per (prefix, option), which runs the rest of the prefix plus the option's tokens.
+        ``(logp(options[i][0]), logp(options[i][1]))`` pair per prefix. One forward pass per group: each request is
+        one row packing its trunk (its prefixes' common start) once, then every prefix's tail and both options'
+        tokens as branches of a tree.
+
+        With ``bounds[i]`` (where the messages of request ``i``'s first prefix end), the KV of those messages comes
+        from :meth:`_canonical` and the row holds only what follows: each prefix's branch starts after the kept
+        messages, or where it leaves the first prefix, seeing only the kept KV before that point. Identical requests
+        are computed once.
         """
-        trunks = [min(_common_length(ps), min(len(p) for p in ps) - 1) for ps in prefixes]
-        result: list[list[tuple[float, float]]] = [[] for _ in prefixes]
-        trees = [
-            _Tree.build(ps, trunks[i], [self._continuation(o) for o in options[i]]) for i, ps in enumerate(prefixes)
-        ]
-        base, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        for group in self._groups([len(t.ids) for t in trees]):
-            width = max(len(trees[i].ids) for i in group)
-            ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
-            pos = torch.zeros((len(group), width), dtype=torch.long)
-            allowed = torch.eye(width, dtype=torch.bool).repeat(len(group), 1, 1)  # pads see only themselves
-            for row, i in enumerate(group):
-                t, off = trees[i], width - len(trees[i].ids)
-                ids[row, off:] = torch.tensor(t.ids)
-                pos[row, off:] = torch.tensor(t.positions)
-                allowed[row, off:, off:] = t.mask()
-            hidden = base(
-                input_ids=ids.to(self.device),
-                position_ids=pos.to(self.device),
-                attention_mask=allowed[:, None].to(self.device),
-                use_cache=False,
-            ).last_hidden_state
-            for row, i in enumerate(group):
-                t, off = trees[i], width - len(trees[i].ids)
+        bounds = [list(b) for b in bounds] if bounds is not None else [[] for _ in prefixes]
+        keys = [(tuple(map(tuple, ps)), tuple(o), tuple(b)) for ps, o, b in zip(prefixes, options, bounds, strict=True)]
+        unique = list(dict.fromkeys(keys)) if self.prefix_cache else keys
+        at = {k: j for j, k in enumerate(unique)}
+        trunks = [min(_common_length(ps), min(len(p) for p in ps) - 1) for ps, _, _ in unique]
+        conts = [[self._continuation(o) for o in opts] for _, opts, _ in unique]
+        sizes = [len(ps[0]) + sum(len(p) - t for p in ps[1:]) for (ps, _, _), t in zip(unique, trunks, strict=True)]
+        result: list[list[tuple[float, float]]] = [[] for _ in unique]
+        head = self.model.get_output_embeddings()
+        for group in self._groups(sizes):
+            trees, rows = [], []
+            for i in group:
+                ps, _, cut = unique[i]
+                ps = [list(p) for p in ps]
+                c, kv = self._canonical(ps[0], [b for b in cut if b < len(ps[0])])
+                if kv is None:
+                    tree = _Tree.build(ps, trunks[i], conts[i])
+                else:  # branches after the kept messages: the first prefix's at c, the others where they leave it
+                    tree = _Tree.build(ps, trunks[i], conts[i], starts=[c, *(min(c, trunks[i]) for _ in ps[1:])])
+                trees.append(tree)
+                rows.append(_Row(kv, tree.ids, tree.positions, tree.mask(), tree.sees))
+                self.store.stats.computed += len(tree.ids)
+            hidden, _, _, width = self._extend(rows, keep_cache=False)
+            for row, (i, t) in enumerate(zip(group, trees, strict=True)):
+                off = width - len(t.ids)
                 reads = torch.tensor([off + r for r in t.reads], device=self.device)
                 logp = torch.log_softmax(head(hidden[row, reads]).float(), -1)
                 picked = logp.gather(-1, torch.tensor(t.targets, device=self.device)[:, None]).squeeze(-1)
                 totals = [float(picked[a:b].sum()) for a, b in t.spans]
                 result[i] = [(totals[k], totals[k + 1]) for k in range(0, len(totals), 2)]
-        return result
+        return [result[at[k]] for k in keys]
+
+
+@dataclass
+class _Row:
+    """One row of :meth:`HFPolicy._extend`: reused KV, new tokens, their positions, and their mutual mask."""
+
+    past: torch.Tensor | None  # [layers, 2, kv_heads, c, head_dim]
+    ids: list[int]
+    positions: list[int]
+    mask: torch.Tensor | None = None  # [t, t] bool; None = causal
+    sees: list[int] | None = None  # per new token: how many past columns it sees; None = all
+
+
+class _Running:
+    """The running batch of continuous decoding: a KV cache whose rows are left-padded to one width, the
+    next token each row feeds, its position, and the answer so far."""
+
+    def __init__(self, policy: HFPolicy) -> None:
+        self.policy = policy
+        self.rows: list[int] = []
+        self.prompts: list[list[int]] = []
+        self.out: list[list[int]] = []
+        self.gens: list[torch.Generator] = []
+        self.cache: Any = None
+        self.mask = torch.zeros((0, 0), dtype=torch.bool, device=policy.device)
+        self.pos = torch.zeros(0, dtype=torch.long, device=policy.device)
+        self.next = torch.zeros(0, dtype=torch.long, device=policy.device)
+
+    @property
+    def widest(self) -> int:
+        """The longest prompt running (0 when none)."""
+        return max((len(p) for p in self.prompts), default=0)
+
+    def admit(
+        self,
+        rows: list[int],
+        prompts: list[list[int]],
+        kvs: list[torch.Tensor],
+        gens: list[torch.Generator],
+    ) -> None:
+        """Add prompts whose KV (all but the last token) is ready; their last token is fed at the next step."""
+        dev = self.policy.device
+        width = max([self.mask.shape[1], *(len(p) - 1 for p in prompts)])
+        new = self.policy._zeros_kv(len(rows), width)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=dev)
+        for j, (p, kv) in enumerate(zip(prompts, kvs, strict=True)):
+            if len(p) > 1:
+                new[:, :, j, :, width - len(p) + 1 :] = kv
+                mask[j, width - len(p) + 1 :] = True
+        if self.cache is None:
+            self.cache = _as_cache(new)
+            self.mask = mask
+        else:
+            grow = width - self.mask.shape[1]
+            for layer_idx, layer in enumerate(self.cache.layers):
+                k, v = layer.keys, layer.values
+                if grow:
+                    pad = torch.zeros((k.shape[0], k.shape[1], grow, k.shape[3]), dtype=k.dtype, device=dev)
+                    k, v = torch.cat([pad, k], 2), torch.cat([pad, v], 2)
+                layer.keys = torch.cat([k, new[layer_idx, 0]], 0)
+                layer.values = torch.cat([v, new[layer_idx, 1]], 0)
+            old = torch.zeros((self.mask.shape[0], grow), dtype=torch.bool, device=dev)
+            self.mask = torch.cat([torch.cat([old, self.mask], 1), mask], 0)
+        self.rows += rows
+        self.prompts += prompts
+        self.out += [[] for _ in rows]
+        self.gens += gens
+        self.pos = torch.cat([self.pos, torch.tensor([len(p) - 1 for p in prompts], device=dev)])
+        self.next = torch.cat([self.next, torch.tensor([p[-1] for p in prompts], device=dev)])
+
+    def step(self, eos: Sequence[int], max_new_tokens: int) -> list[tuple[int, list[int]]]:
+        """Feed one token per row; return ``(request, answer)`` for every row that finished, and drop those rows."""
+        p = self.policy
+        n = len(self.rows)
+        attn = torch.cat([self.mask, torch.ones((n, 1), dtype=torch.bool, device=p.device)], 1)
+        logits = p.model(
+            input_ids=self.next[:, None],
+            position_ids=self.pos[:, None],
+            attention_mask=attn.long(),
+            use_cache=True,
+            logits_to_keep=1,
+            **{p._cache_kw: self.cache},
+        ).logits[:, -1]
+        if p.do_sample:
+            tokens = _draw(logits, self.gens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p)[:, 0]
+        else:
+            tokens = logits.float().argmax(-1)
+        self.mask, self.pos, self.next = attn, self.pos + 1, tokens
+        done, stop = [], set(eos)
+        for b, tok in enumerate(tokens.tolist()):
+            self.out[b].append(tok)
+            if tok in stop or len(self.out[b]) >= max_new_tokens:
+                done.append((self.rows[b], self.out[b]))
+        if done:
+            finished = {d[0] for d in done}
+            keep = [b for b, r in enumerate(self.rows) if r not in finished]
+            self._select(keep)
+        return done
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows ``keep``; cut the columns no remaining row uses."""
+        idx = torch.tensor(keep, dtype=torch.long, device=self.policy.device)
+        for name in ("rows", "prompts", "out"):
+            setattr(self, name, [getattr(self, name)[b] for b in keep])
+        self.gens = [self.gens[b] for b in keep] if self.gens else []
+        if not keep:
+            self.cache, self.mask = None, torch.zeros((0, 0), dtype=torch.bool, device=self.policy.device)
+            self.pos, self.next = self.pos[:0], self.next[:0]
+            return
+        self.mask, self.pos, self.next = self.mask[idx], self.pos[idx], self.next[idx]
+        used = self.mask.any(0).nonzero()
+        cut = int(used[0, 0]) if len(used) else self.mask.shape[1]
+        self.mask = self.mask[:, cut:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx, :, cut:], layer.values[idx, :, cut:]
+
+
+def _as_cache(kv: torch.Tensor) -> Any:
+    """A :class:`DynamicCache` over a batch KV ``[layers, 2, rows, kv_heads, width, head_dim]`` (views, no copy)."""
+    cache = DynamicCache(ddp_cache_data=[(kv[i, 0, :, :, :0], kv[i, 1, :, :, :0]) for i in range(kv.shape[0])])
+    for i, layer in enumerate(cache.layers):
+        layer.keys, layer.values = kv[i, 0], kv[i, 1]
+    return cache
+
+
+def _take(cache: Any, row: int, cols: torch.Tensor) -> torch.Tensor:
+    """Row ``row``'s KV at columns ``cols`` of a batch cache, as ``[layers, 2, kv_heads, len(cols), head_dim]``."""
+    return torch.stack([torch.stack((layer.keys[row][:, cols], layer.values[row][:, cols])) for layer in cache.layers])
+
+
+def _plain_kv_cache(model: Any) -> bool:
+    """Whether the model's KV cache is one plain, full-length tensor pair per layer (no sliding windows, no
+    recurrent state, a decoder to call), the shape prefix reuse and continuous batching handle."""
+    try:
+        layers = DynamicCache(config=model.config).layers
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers) and bool(model.get_decoder())
+    except Exception:  # any model transformers cannot describe this way simply gets no reuse
+        return False
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one token costs across all layers (0 when the config does not say)."""
+    try:
+        cfg = model.config.get_text_config(decoder=True)
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        size = next(model.parameters()).element_size()
+        return int(cfg.num_hidden_layers * 2 * heads * dim * size)
+    except (AttributeError, TypeError, StopIteration):
+        return 0
+
+
+def _plain_processing(model: Any, config: Any) -> bool:
+    """Whether ``generate`` would add no logits processor of its own to this config (continuous batching applies
+    only temperature, top-k and top-p, through the seeded sampler)."""
+    try:
+        return len(model._get_logits_processor(generation_config=config, input_ids_seq_length=1)) == 0
+    except Exception:  # unknown internals: keep generate
+        return False
 
 
 @dataclass
@@ -385,18 +842,33 @@ class _Tree:
     targets: list[int]  # the option token predicted there
     spans: list[tuple[int, int]]  # per (prefix, option): its slice of reads/targets
 
+    sees: list[int] | None = None  # per token: how many past columns it sees (None: no past, or all of it)
+
     @classmethod
-    def build(cls, prefixes: Sequence[list[int]], trunk: int, conts: Sequence[list[int]]) -> _Tree:
-        ids, positions, segment, parents = list(prefixes[0][:trunk]), list(range(trunk)), [0] * trunk, [-1]
+    def build(
+        cls,
+        prefixes: Sequence[list[int]],
+        trunk: int,
+        conts: Sequence[list[int]],
+        *,
+        starts: Sequence[int] | None = None,
+    ) -> _Tree:
+        """Pack the prefixes (sharing ``trunk`` tokens) and options. With ``starts``, the row has no trunk: prefix
+        ``i``'s branch begins at token ``starts[i]`` and sees the first ``starts[i]`` tokens of the past."""
+        first = trunk if starts is None else 0
+        ids, positions = list(prefixes[0][:first]), list(range(first))
+        segment, parents = [0] * first, [-1]
+        sees: list[int] | None = None if starts is None else []
         reads: list[int] = []
         targets: list[int] = []
         spans: list[tuple[int, int]] = []
-        for prefix in prefixes:
-            tail = prefix[trunk:]
+        for n, prefix in enumerate(prefixes):
+            begin = trunk if starts is None else starts[n]
+            tail = prefix[begin:]
             parents.append(0)
             tail_seg = len(parents) - 1
             ids += tail
-            positions += range(trunk, trunk + len(tail))
+            positions += range(begin, begin + len(tail))
             segment += [tail_seg] * len(tail)
             last_tail = len(ids) - 1
             for cont in conts:
@@ -411,7 +883,9 @@ class _Tree:
                         positions.append(len(prefix) + k)
                         segment.append(seg)
                 spans.append((start, len(reads)))
-        return cls(ids, positions, segment, parents, reads, targets, spans)
+            if sees is not None:
+                sees += [begin] * (len(ids) - len(sees))
+        return cls(ids, positions, segment, parents, reads, targets, spans, sees)
 
     def mask(self) -> torch.Tensor:
         """``[q, kv]`` True where token q may attend to token kv: kv is earlier and on q's branch."""

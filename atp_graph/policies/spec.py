@@ -6,6 +6,9 @@ Accepted forms:
 - ``hf:<folder or hub id>``: any Hugging Face causal chat model.
 - ``hf:<base>+adapter:<adapter folder>``: a base model with a peft (e.g. LoRA) adapter merged in.
 - ``tiny:<folder>``: the tiny random test model, built in ``<folder>`` if it is not there yet.
+- ``server:<base url>#<model>``: a model behind an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp,
+  ``transformers serve``), e.g. ``server:http://localhost:8000/v1#Qwen/Qwen3-8B``; score mode needs vLLM's prompt
+  log-probabilities.
 - ``<provider>:<model>``: a LangChain chat model, e.g. ``openai:gpt-4o-mini`` (generate mode only).
 
 - ``sim``: the surrogate (non-LLM) behavioural policy; :func:`load_model` returns a :class:`SurrogateModel` for it
@@ -40,6 +43,7 @@ SPEC_FORMS = (
     "hf:<folder or hub id>",
     "hf:<base>+adapter:<adapter folder>",
     "tiny:<folder>",
+    "server:<base url>#<model> (OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, transformers serve)",
     "<provider>:<model> (LangChain, e.g. openai:gpt-4o-mini)",
     "sim (the surrogate, non-LLM)",
 )
@@ -133,7 +137,9 @@ def load_policy(
         dtype: ``"auto"`` (float32 on CPU, bfloat16/float16 on GPU) or a dtype name; local models only.
         trust_remote_code: Let transformers run code shipped with a hub model; off unless asked.
         **sampling: Generation knobs (``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``,
-            ``do_sample``, ``batch_size``, ``compile``); ``None`` values keep the model's defaults.
+            ``do_sample``, ``batch_size``, ``compile``; local models also ``prefix_cache``, ``kv_budget``,
+            ``continuous``; servers ``batch_size`` as the concurrency, ``timeout``, ``retries``, ``api_key``);
+            ``None`` values keep the model's defaults.
 
     Raises:
         ModelError: For an unknown spec, ``sim``, a missing model file or a missing provider package.
@@ -165,6 +171,10 @@ def load_policy(
         if not (folder / "config.json").exists():
             build_tiny_model(folder)
         return HFPolicy.from_pretrained(folder, name=spec, **local, **sampling)
+    if kind == "server":
+        from .server import ServerPolicy
+
+        return ServerPolicy.from_spec(spec, **{k: v for k, v in sampling.items() if v is not None})
     if sep and "/" not in kind and "\\" not in kind and kind.replace("_", "").replace("-", "").isalnum():
         from .chat import ChatModelPolicy
 
