@@ -7,11 +7,12 @@ in one process on one copy of the model, on a mix of short and long answers.
     .venv/bin/python bench/continuous.py --model random:Qwen3-8B --device cuda --dtype bfloat16 \\
         --agents 128 --prompt-tokens 1024 --new-tokens 2048 --stop-every 700 --rounds 3 --batch-sizes 128  # GPU
 
-With the real model, half the agents are asked for a one-line answer and half for a detailed explanation, so answer
-lengths vary naturally. A random-weight model never stops by itself: --stop-every N makes about 1 token in N of the
-vocabulary an end-of-sequence token for both paths, so answer lengths vary geometrically (mean ~N, capped at
---new-tokens). --rounds R > 1 grows a transcript (each round appends the answer and a new question) and times the last
-round, with prefix reuse on. Both paths draw every answer from its own seeded generator, so they must produce the
+With the real model, half the agents are asked for a one-line answer and half for a detailed explanation (after a
+preamble of varied length, so that every length-sorted batch mixes both), so answer lengths vary naturally. A
+random-weight model never stops by itself: --stop-every N makes about 1 token in N of the vocabulary an
+end-of-sequence token for both paths, so answer lengths vary geometrically (mean ~N, capped at --new-tokens).
+--rounds R > 1 grows a transcript (each round appends the answer and a new question) and times the last round, with
+prefix reuse on and off. All paths draw every answer from its own seeded generator, so they must produce the
 same answers; the script checks it.
 """
 
@@ -39,9 +40,16 @@ LONG = (
 )
 
 
-def chat_prompts(policy: HFPolicy, n: int) -> list[list[int]]:
+def conversations(policy: HFPolicy, n: int, prompt_tokens: int) -> list[list[dict[str, str]]]:
+    """Chat prompts (half short, half long answers), or random text of about ``prompt_tokens`` tokens."""
+    if prompt_tokens:
+        vocab = min(policy.model.config.vocab_size, len(policy.tokenizer))
+        texts = [policy.tokenizer.decode(p) for p in prompts_for(n, prompt_tokens, vocab, seed=1)]
+        return [[{"role": "user", "content": t}] for t in texts]
     system = {"role": "system", "content": "You run a shop in a small town. Your supervisor requires Store A."}
-    return [policy._render([system, {"role": "user", "content": LONG if i % 2 else SHORT}]) for i in range(n)]
+    # a preamble of varied length, so that sorting prompts by length mixes short and long answers in every batch
+    pre = "Business was steady this week. "
+    return [[system, {"role": "user", "content": pre * (i * 7 % 6) + (LONG if i % 2 else SHORT)}] for i in range(n)]
 
 
 def sync() -> None:
@@ -78,53 +86,55 @@ def main() -> None:
         base.eos_ids = [*base.eos_ids, *range(7, vocab, args.stop_every)]
     kw = dict(name=base.name, max_new_tokens=args.new_tokens, temperature=args.temperature, kv_budget=args.kv_budget)
     vocab = min(base.model.config.vocab_size, len(base.tokenizer))
-    first = prompts_for(args.agents, args.prompt_tokens, vocab, seed=1) if args.prompt_tokens else None
     print(
         f"model {args.model} on {base.device} ({torch.get_num_threads()} threads); {args.agents} agents, "
-        f"answers up to {args.new_tokens} tokens, temperature {args.temperature}, {args.rounds} round(s)"
+        f"answers up to {args.new_tokens} tokens, temperature {args.temperature}, {args.rounds} round(s) "
+        f"(the last one timed)"
     )
-    print(f"{'path':<34} {'batch':>5} {'seconds':>8} {'decisions/s':>11} {'tokens/s':>9} {'peak MiB':>11} {'same':>5}")
+    print(f"{'path':<38} {'batch':>5} {'seconds':>8} {'decisions/s':>11} {'tokens/s':>9} {'peak MiB':>9} {'same':>5}")
+    paths = [("padded groups (generate)", False, True), ("continuous batching", True, True)]
+    if args.rounds > 1:
+        paths = [("padded groups, reuse off", False, False), *paths, ("continuous batching, reuse off", True, False)]
     for size in sizes:
         results = {}
-        for label, continuous in (("padded groups (generate)", False), ("continuous batching", True)):
-            policy = HFPolicy(base.model, base.tokenizer, batch_size=size, continuous=continuous, **kw)
+        for label, continuous, reuse in paths:
+            policy = HFPolicy(
+                base.model, base.tokenizer, batch_size=size, continuous=continuous, prefix_cache=reuse, **kw
+            )
             policy.eos_ids = base.eos_ids
             policy._gen_config.eos_token_id = base.eos_ids
-            prompts = first if first is not None else chat_prompts(policy, args.agents)
+            convs = conversations(policy, args.agents, args.prompt_tokens)
             seeds = list(range(args.agents))
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            for r in range(args.rounds):
+            for _ in range(args.rounds):
+                rendered = [policy._render_cut(c) for c in convs]
                 sync()
                 t = time.perf_counter()
-                outs = policy._generate(prompts, seeds, args.new_tokens)
+                outs = policy._generate([x for x, _ in rendered], seeds, args.new_tokens, [b for _, b in rendered])
                 sync()
                 seconds = time.perf_counter() - t
-                if r < args.rounds - 1:  # the transcript grows: answer, then a new question
-                    nxt = policy.tokenizer("\nNext round. " + SHORT, add_special_tokens=False)["input_ids"]
-                    prompts = [
-                        p + policy.tokenizer(o.text, add_special_tokens=False)["input_ids"] + nxt
-                        for p, o in zip(prompts, outs, strict=True)
-                    ]
+                for c, o in zip(convs, outs, strict=True):  # the transcript grows: the answer, a new question
+                    c += [{"role": "assistant", "content": o.text}, {"role": "user", "content": "Next round. " + SHORT}]
             tokens = sum(o.tokens for o in outs)
             peak = policy.store.stats.peak_bytes / 2**20
             if torch.cuda.is_available():
                 peak = torch.cuda.max_memory_allocated() / 2**20
+            first = next(iter(results.values()), None)
+            same = "" if first is None else str(outs == first[1])
             results[label] = (seconds, outs)
-            same = (
-                "" if not results or label.startswith("padded") else str(outs == results["padded groups (generate)"][1])
-            )
             print(
-                f"{label:<34} {size:>5} {seconds:>8.2f} {args.agents / seconds:>11.2f} {tokens / seconds:>9.1f} "
-                f"{peak:>11.0f} {same:>5}",
+                f"{label:<38} {size:>5} {seconds:>8.2f} {args.agents / seconds:>11.2f} {tokens / seconds:>9.1f} "
+                f"{peak:>9.0f} {same:>5}",
                 flush=True,
             )
         lengths = sorted(o.tokens for o in results["continuous batching"][1])
         ratio = results["padded groups (generate)"][0] / results["continuous batching"][0]
-        print(
-            f"  batch {size}: continuous / padded speed {ratio:.2f}x; answer lengths min {lengths[0]}, median "
-            f"{lengths[len(lengths) // 2]}, max {lengths[-1]}"
-        )
+        line = f"  batch {size}: continuous / padded {ratio:.2f}x"
+        if args.rounds > 1:
+            gain = results["padded groups, reuse off"][0] / results["padded groups (generate)"][0]
+            line += f", padded reuse on / off {gain:.2f}x"
+        print(f"{line}; answer lengths min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
 
 
 if __name__ == "__main__":

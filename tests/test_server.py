@@ -161,7 +161,8 @@ def test_bad_server_specs(spec: str) -> None:
 
 class VLLMStyle(BaseHTTPRequestHandler):
     """``/v1/models`` and ``/v1/chat/completions`` with vLLM's ``prompt_logprobs``/``continue_final_message``
-    computed by the real tiny model; ``/flaky/v1`` fails with 503 twice first; ``/broken/v1`` answers nonsense."""
+    computed by the real tiny model; ``/flaky/v1`` fails with 503 twice first; ``/broken/v1`` answers nonsense;
+    ``/short/v1`` refuses a ``max_tokens`` beyond its context, as vLLM does."""
 
     policy: HFPolicy
     lock = threading.Lock()
@@ -197,6 +198,9 @@ class VLLMStyle(BaseHTTPRequestHandler):
                 return self.reply(200, {"text": "hello"})
             if self.path.startswith("/flaky/") and count <= 2:
                 return self.reply(503, {"error": {"message": "warming up"}})
+            if self.path.startswith("/short/") and body.get("max_tokens", 0) > 2000:
+                message = "This model's maximum context length is 2048 tokens. However, you requested 32800 tokens."
+                return self.reply(400, {"error": {"message": message}})
             if "prompt_logprobs" in body:
                 return self.reply(200, self.score(body))
             message = {"role": "assistant", "content": 'I pick {"choice": "Store B"}'}
@@ -250,6 +254,12 @@ def test_retries_then_bounded_concurrency(vllm_style: str) -> None:
     assert VLLMStyle.calls["/flaky/v1/chat/completions"] == 8  # two 503 answers retried
     assert all(d.choice == "Store B" and d.finish == "stop" and d.tokens == 7 for d in decisions)
     assert VLLMStyle.most <= 2
+
+
+def test_a_budget_beyond_the_context_is_left_to_the_server(vllm_style: str) -> None:
+    policy = ServerPolicy(f"{vllm_style}/short/v1", "tiny", max_new_tokens=32_768, check=False)
+    assert policy.decide_batch(requests(1))[0].choice == "Store B"
+    assert VLLMStyle.calls["/short/v1/chat/completions"] == 2  # refused, then sent without max_tokens
 
 
 def test_garbage_answer_is_one_line(vllm_style: str) -> None:

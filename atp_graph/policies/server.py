@@ -215,7 +215,14 @@ class ServerPolicy:
             return list(pool.map(lambda b: self._post(path, b), bodies))
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._send("POST", path, body)
+        try:
+            return self._send("POST", path, body)
+        except ModelError as err:
+            # vLLM refuses a max_tokens that does not fit the context after the prompt; without it, the answer may
+            # use the rest of the context (and is still reported as cut off when it fills it)
+            if "HTTP 400" in str(err) and "context length" in str(err).lower() and "max_tokens" in body:
+                return self._send("POST", path, {k: v for k, v in body.items() if k != "max_tokens"})
+            raise
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One call with retries; its JSON answer.
