@@ -114,7 +114,7 @@ def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) 
         title=f"Collective (deviant) adoption — {summary['graph']}",
         ylabel="collective rate",
         surrogate=surrogate,
-        note="WARNING: " + warnings[0] if warnings else None,
+        warnings=warnings,
     )
     ts = sorted({e.threshold for e in events})
     rs = sorted({tuple(e.rewards) for e in events})

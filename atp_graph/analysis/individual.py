@@ -69,5 +69,5 @@ def plot_explore(folder: Path, summary: dict[str, Any], events: Sequence[Explore
         title=f"Violation rate by round — {summary['model']}",
         ylabel="violation rate",
         surrogate=summary["surrogate"],
-        note="WARNING: " + warnings[0] if warnings else None,
+        warnings=warnings,
     )

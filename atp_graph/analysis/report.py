@@ -34,13 +34,13 @@ def plot_rates(
     title: str,
     ylabel: str,
     surrogate: bool = False,
-    note: str | None = None,
+    warnings: Sequence[str] = (),
 ) -> Path:
     """Line plot of each series by round with its 95% Wilson interval as a band.
 
     The legend gives each series' n per round; series that coincide stay visible (a different marker and size
     each, drawn largest first); rounds are whole numbers; a round without a measurement (``n/a``) is a gap.
-    ``note`` is printed in red across the plot (a warning the reader must not miss)."""
+    The first of ``warnings`` is printed in red across the plot (the reader must not miss it)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _mpl()
@@ -61,11 +61,11 @@ def plot_rates(
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     full = ("SURROGATE (non-LLM) policy — " if surrogate else "") + title
     ax.set_title("\n".join(textwrap.wrap(full, 80)), fontsize=10)
-    if note:
+    if warnings:
         ax.text(
             0.5,
             0.5,
-            "\n".join(textwrap.wrap(note, 60)),
+            "\n".join(textwrap.wrap("WARNING: " + warnings[0], 60)),
             transform=ax.transAxes,
             ha="center",
             va="center",

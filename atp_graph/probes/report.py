@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..analysis.metrics import Rate, rate_by_round, tipping_round, wilson
+from ..analysis.quality import invalid_warning
 from ..analysis.report import plot_rates, rate_table
 
 __all__ = ["ProbeReport", "ProbeRound"]
@@ -163,9 +164,8 @@ class ProbeReport(BaseModel):
             empty = [i + 1 for i, r in enumerate(self.violation_rates()) if not r.n]
             where = f"; no violation rate in round(s) {_span(empty)}" if empty else ""
             out.append(
-                f"{len(bad)} of {len(self.rounds)} answers ({len(bad) / len(self.rounds):.0%}) named no option, so the "
-                f"violation rate counts them as not violating{where}. Check the agent's answer format, or pass "
-                "extract= (or messages_key=) to read its decision"
+                invalid_warning(len(bad), len(self.rounds), "not violating")
+                + f"{where}. Check the agent's answer format, or pass extract= (or messages_key=) to read its decision"
             )
         return out + list(self.notes)
 
@@ -225,7 +225,7 @@ class ProbeReport(BaseModel):
             series,
             title=self.title,
             ylabel="share of answers",
-            note="WARNING: " + self.warnings[0] if self.warnings else None,
+            warnings=self.warnings,
         )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import Rate, rate_by_round, tipping_round, wilson
+from ..analysis.quality import INVALID_WARN
 from ..analysis.report import plot_heatmap, plot_rates, rate_table
 from ..events import read_events
 from ..policies.spec import SURROGATE_LABEL
@@ -243,10 +244,10 @@ def _overlay(
         series[f"{group}={label(value)}{marker}"] = _pool([u.rate for u in members])
         invalid += [u.invalid for u in members]
     bad = sum(r.k for s in invalid for r in s) / max(sum(r.n for s in invalid for r in s), 1)
-    note = f"{bad:.0%} of answers named no option: these rates rest on few valid answers" if bad > 0.2 else None
+    warnings = [f"{bad:.0%} of answers named no option: these rates rest on few valid answers"] * (bad > INVALID_WARN)
     title = f"{metric.capitalize()} by {group} (pooled over the other axes)"
     path = plot_rates(
-        folder / f"rate_by_{group}.png", series, title=title, ylabel=metric, surrogate=everyone, note=note
+        folder / f"rate_by_{group}.png", series, title=title, ylabel=metric, surrogate=everyone, warnings=warnings
     )
     tag = f" — {SURROGATE}" if everyone else ""
     md = rate_table(series, first=group, title=f"{metric} pooled over the other axes, 95% Wilson intervals{tag}")
