@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WHEELS := $(VENV)/share/atp-graph/wheels
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint setup clean
+.PHONY: run test test-slow lint setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Everything, with the heavy tier: load sizes (100,000 agents x 20 rounds) and randomized real-time kills.
+test-slow: $(STAMP)
+	ATP_HEAVY_TESTS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from atp_graph.cli.options import build_config as build_settings
 from atp_graph.cli.options import config_options
-from atp_graph.cli.support import default_out, friendly, load_model, model_options
+from atp_graph.cli.support import default_out, friendly, model_options, model_settings
+from atp_graph.policies.options import load_with_options
 
 from .config import DataSettings, DPOSettings, GRPOSettings
 from .variant import DefenseError
@@ -84,7 +85,7 @@ def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> No
     if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
     budget = options.get("max_new_tokens") or answer_budget(model, cfg.kind)
-    policy = load_model(model, options, default_tokens=budget)
+    policy = load_with_options(model, model_settings(options), default_tokens=budget)
     s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget).stats
     kept = f", {s.kept_mismatched} with a mismatched side kept" if s.kept_mismatched else ""
     cut = f", {s.truncated} cut off at {budget} tokens" if s.truncated else ""
@@ -226,10 +227,12 @@ def compare(
         seed=seed,
     )
 
+    settings = model_settings(options)
+
     def load(spec: str) -> Any:
         # The answer budget follows the model (the study's for hf:/provider models); one load serves both testbeds,
         # so "both" gets the larger, individual budget.
-        return load_model(spec, options, kind="collective" if testbed == "diffuse" else "individual")
+        return load_with_options(spec, settings, kind="collective" if testbed == "diffuse" else "individual")
 
     result = run_compare(cfg, out=Path(out or default_out("compare")), load=load)
     click.echo("\n" + result.table)

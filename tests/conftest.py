@@ -12,6 +12,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``heavy`` tests (minutes each: load sizes, randomized kills) run only under ``make test-slow``."""
+    if os.environ.get("ATP_HEAVY_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="heavy tier: run with `make test-slow` (ATP_HEAVY_TESTS=1)")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama chat model + BPE tokenizer folder (``HFPolicy.from_pretrained`` / ``hf:<dir>``)."""

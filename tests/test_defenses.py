@@ -169,7 +169,7 @@ def test_data_recipe_study_budget_and_wording_in_provenance(tmp_path: Path):
 
     out = tmp_path / "study.jsonl"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("defenses.cli.load_model", load)
+        mp.setattr("defenses.cli.load_with_options", load)
         r = _run(
             "defend",
             "data",
@@ -228,7 +228,7 @@ def prefs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "prefs.jsonl"
     fake = ScriptedPolicy(RECORDS, SCRIPT)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("defenses.cli.load_model", lambda model, options, **kw: fake)
+        mp.setattr("defenses.cli.load_with_options", lambda model, options, **kw: fake)
         r = _run(
             "defend", "data", "--model", "scripted", "--limit", "4", "--retries", "2", "--seed", "1", "--out", str(out)
         )

@@ -3,14 +3,16 @@ adoption per node; adoption curves, a sweep heatmap and the graph coloured by ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import networkx as nx
 
 from ..events import DiffuseEvent
-from .metrics import Rate, tipping_round, wilson
-from .quality import answer_quality, quality_rows, warning_lines
+from .metrics import Rate, RoundCounts, tipping_round, wilson
+from .quality import QualityCounts, quality_rows, warning_lines
 from .report import plot_graph_rounds, plot_heatmap, plot_rates, rate_table
 
 
@@ -19,7 +21,7 @@ def _cell(pop_threshold: float, rewards: Sequence[float]) -> str:
 
 
 def summarize_diffusion(
-    events: Sequence[DiffuseEvent],
+    events: Iterable[DiffuseEvent],
     *,
     rounds: int,
     label: str,
@@ -29,43 +31,46 @@ def summarize_diffusion(
     decision: str = "generate",
     on_truncated: str = "parse",
 ) -> tuple[dict, str]:
-    """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption."""
-    cells: dict[str, list[list[DiffuseEvent]]] = {}
-    for e in events:
-        if not e.seeded:
-            cells.setdefault(_cell(e.threshold, e.rewards), [[] for _ in range(rounds)])[e.round - 1].append(e)
-    rates = {c: [wilson(sum(x.collective for x in rs), len(rs)) for rs in per] for c, per in cells.items()}
-    expected = {  # score mode and the surrogate: the mean p(collective) as an expected rate
-        c: [wilson(sum(x.p_collective for x in rs), len(rs)) for rs in per]  # type: ignore[misc]
-        for c, per in cells.items()
-        if all(x.p_collective is not None for rs in per for x in rs)
-    }
+    """Collective rate per cell and round (seeded agents excluded), tipping, re-adoption and first adoption.
+
+    One pass over the events in round order (as ``events.jsonl`` holds them): a run of any size is summarised
+    without holding its events in memory.
+    """
+    cells: dict[str, RoundCounts] = {}
+    expected: dict[str, RoundCounts | None] = {}  # score mode and the surrogate: mean p(collective), else None
+    params: dict[str, tuple[float, tuple[float, ...]]] = {}
+    quality = QualityCounts(rounds)
     # re-adoption: chose collective in a successful round r -> chose collective again in r+1
-    last: dict[tuple, DiffuseEvent] = {}
+    paid: dict[tuple[str, int], bool] = {}  # (population, node) -> collective and successful in its last round
     re_k = re_n = 0
     first: dict[str, dict[int, int | None]] = {}
-    for e in sorted(events, key=lambda x: x.round):
+    for e in events:
         key = (e.population, e.node)
-        prev = last.get(key)
-        if prev and prev.collective and prev.success and not e.seeded:
-            re_n += 1
-            re_k += e.collective
-        last[key] = e
+        if not e.seeded:
+            c = _cell(e.threshold, e.rewards)
+            if c not in cells:
+                cells[c], expected[c] = RoundCounts(rounds), RoundCounts(rounds, mean=True)
+                params[c] = (e.threshold, tuple(e.rewards))
+            cells[c].add(e.round, e.collective)
+            if expected[c] is not None:
+                expected[c] = None if e.p_collective is None else expected[c]
+                if e.p_collective is not None:
+                    expected[c].add(e.round, e.p_collective)  # type: ignore[union-attr]
+            quality.add(e, invalid=e.choice is None)
+            if paid.get(key):
+                re_n += 1
+                re_k += e.collective
+        paid[key] = e.collective and e.success
         f = first.setdefault(e.population, {})
-        if e.node not in f or f[e.node] is None:
-            f[e.node] = e.round if e.collective else f.get(e.node)
-    deciding = [e for e in events if not e.seeded]
-    quality = answer_quality(
-        deciding,
-        rounds=rounds,
-        invalid=lambda e: e.choice is None,
-        counted_as="independent",
-        on_truncated=on_truncated,
-    )
-    rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in expected.items()}}
-    if any(d["k"] for d in quality["invalid_rate"]) or quality["truncated_rate"]:
-        rows |= {f"all cells · {k}": v for k, v in quality_rows(quality).items()}
-    table = warning_lines(quality["warnings"]) + rate_table(
+        if f.get(e.node) is None:
+            f[e.node] = e.round if e.collective else None
+    rates = {c: v.rates() for c, v in cells.items()}
+    means = {c: v.rates() for c, v in expected.items() if v is not None}
+    q = quality.result(counted_as="independent", on_truncated=on_truncated)
+    rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in means.items()}}
+    if any(d["k"] for d in q["invalid_rate"]) or q["truncated_rate"]:
+        rows |= {f"all cells · {k}": v for k, v in quality_rows(q).items()}
+    table = warning_lines(q["warnings"]) + rate_table(
         rows,
         first="cell",
         title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {decision} mode'} — "
@@ -80,31 +85,49 @@ def summarize_diffusion(
         "rounds": rounds,
         "cells": {
             c: {
+                "threshold": params[c][0],
+                "rewards": list(params[c][1]),
                 "collective_rate": [r.as_dict() for r in rs],
                 "tipping_round": tipping_round([r.value for r in rs]),
                 "final_adoption": rs[-1].value,
-                "mean_p_collective": [r.as_dict() for r in expected[c]] if c in expected else None,
+                "mean_p_collective": [r.as_dict() for r in means[c]] if c in means else None,
             }
             for c, rs in rates.items()
         },
-        **quality,
+        **q,
         "readoption_after_success": wilson(re_k, re_n).as_dict(),
         "first_adoption": {pop: {str(k): v for k, v in nodes.items()} for pop, nodes in first.items()},
     }
     return summary, table
 
 
-def graph_from_events(events: Sequence[DiffuseEvent]) -> nx.Graph:
-    """The social graph, rebuilt from the events' ``node`` and ``neighbours`` (one population is enough)."""
-    first = [e for e in events if e.population == events[0].population and e.round == 1] if events else []
-    g = nx.Graph()
-    g.add_nodes_from(sorted(e.node for e in first))
-    g.add_edges_from((e.node, m) for e in first for m in e.neighbours)
-    return g
+def graph_from_events(events: Iterable[DiffuseEvent]) -> tuple[nx.Graph, list[DiffuseEvent]]:
+    """The social graph, rebuilt from the first population's round-1 ``node`` and ``neighbours``, and those
+    round-1 events (the events of round 1 come first in a run, so only they are read)."""
+    g, first = nx.Graph(), []
+    for e in events:
+        if e.round > 1:
+            break
+        if not first or e.population == first[0].population:
+            first.append(e)
+            g.add_node(e.node)
+            g.add_edges_from((e.node, m) for m in e.neighbours)
+    return g, first
 
 
-def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) -> None:
-    """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population."""
+def neighbourhood(graph: nx.Graph, start: int, size: int) -> list[int]:
+    """Up to ``size`` nodes nearest to ``start`` (breadth first; other components follow when it is too small)."""
+    order = list(itertools.islice(nx.bfs_tree(graph, start), size))
+    if len(order) < size:
+        seen = set(order)
+        order += [n for n in graph.nodes if n not in seen][: size - len(order)]
+    return order
+
+
+def plot_diffusion(folder: Path, summary: dict, events: Iterable[DiffuseEvent], *, max_nodes: int = 400) -> None:
+    """adoption.png, heatmap.png for sweeps, and graph_rounds.png for the first population: the whole graph up to
+    ``max_nodes`` nodes, else the ``max_nodes`` nodes nearest to the first seeded deviant (or node 0), said in the
+    title. Reads ``events`` twice (round 1, then the drawn nodes), never whole into memory."""
     surrogate = summary["surrogate"]
     series = {c: [Rate.from_dict(d) for d in v["collective_rate"]] for c, v in summary["cells"].items()}
     warnings = summary.get("warnings") or []
@@ -116,24 +139,35 @@ def plot_diffusion(folder: Path, summary: dict, events: Sequence[DiffuseEvent]) 
         surrogate=surrogate,
         warnings=warnings,
     )
-    ts = sorted({e.threshold for e in events})
-    rs = sorted({tuple(e.rewards) for e in events})
+    cells = summary["cells"].values()
+    ts = sorted({c["threshold"] for c in cells})
+    rs = sorted({tuple(c["rewards"]) for c in cells})
     if len(ts) > 1 or len(rs) > 1:
-        grid = [[summary["cells"][_cell(t, r)]["final_adoption"] for r in rs] for t in ts]
+        by = {(c["threshold"], tuple(c["rewards"])): c["final_adoption"] for c in cells}
         plot_heatmap(
             folder / "heatmap.png",
-            grid,
+            [[by.get((t, r), math.nan) for r in rs] for t in ts],
             rows=[f"t={t:g}" for t in ts],
             cols=["/".join(f"{x:g}" for x in r) for r in rs],
             title="final collective rate",
             surrogate=surrogate,
         )
-    first = events[0].population if events else ""
-    head = events[0] if events else None
+    graph, first = graph_from_events(events)
+    if not first:
+        return
+    head, n = first[0], graph.number_of_nodes()
+    start = next((e.node for e in first if e.seeded), 0)
+    drawn = graph.subgraph(neighbourhood(graph, start, max_nodes)) if n > max_nodes else graph
+    keep = set(drawn.nodes)
+    per_round: list[list[DiffuseEvent]] = [[] for _ in range(summary["rounds"])]
+    for e in events:
+        if e.population == head.population and e.node in keep:
+            per_round[e.round - 1].append(e)
+    part = f" — the {len(keep)} nodes nearest to node {start} of {n:,}" if n > max_nodes else ""
     plot_graph_rounds(
         folder / "graph_rounds.png",
-        graph_from_events(events),
-        [[e for e in events if e.population == first and e.round == r] for r in range(1, summary["rounds"] + 1)],
-        title=f"{head.game}, {_cell(head.threshold, head.rewards)}" if head else "",
+        drawn,
+        per_round,
+        title=f"{head.game}, {_cell(head.threshold, head.rewards)}{part}",
         surrogate=surrogate,
     )

@@ -49,27 +49,40 @@ def tipping_round(rates: Sequence[float], *, level: float = 0.5) -> int | None:
     return next((i + 1 for i, r in enumerate(rates) if not math.isnan(r) and r >= level), None)
 
 
+class RoundCounts:
+    """Per-round sums and counts, filled one event at a time (so a summary reads a run's events once, streaming)."""
+
+    def __init__(self, rounds: int, *, mean: bool = False):
+        self.k: list[float] = [0.0 if mean else 0] * rounds
+        """Per round: hits (whole numbers), or with ``mean`` the sum of probabilities."""
+        self.n = [0] * rounds
+
+    def add(self, round_no: int, value: float | bool) -> None:
+        """Count one event of round ``round_no`` (from 1) with ``value``: a hit (bool) or a probability."""
+        self.k[round_no - 1] += value
+        self.n[round_no - 1] += 1
+
+    def rates(self) -> list[Rate]:
+        """Per round, the share (or mean) with its Wilson interval."""
+        return [wilson(k, n) for k, n in zip(self.k, self.n, strict=True)]
+
+
 def rate_by_round(events: Iterable[E], *, rounds: int, hit: Callable[[E], bool]) -> list[Rate]:
     """Per round, the share of events for which ``hit`` holds (every event counts in the denominator)."""
-    k = [0] * rounds
-    n = [0] * rounds
+    counts = RoundCounts(rounds)
     for e in events:
-        i = e.round - 1  # type: ignore[attr-defined]
-        n[i] += 1
-        k[i] += bool(hit(e))
-    return [wilson(k[i], n[i]) for i in range(rounds)]
+        counts.add(e.round, bool(hit(e)))  # type: ignore[attr-defined]
+    return counts.rates()
 
 
 def mean_by_round(events: Iterable[E], *, rounds: int, value: Callable[[E], float | None]) -> list[Rate]:
     """Per round, the mean of a probability as an expected rate (events where ``value`` is ``None`` are skipped)."""
-    s = [0.0] * rounds
-    n = [0] * rounds
+    counts = RoundCounts(rounds, mean=True)
     for e in events:
         v = value(e)
         if v is not None:
-            s[e.round - 1] += v  # type: ignore[attr-defined]
-            n[e.round - 1] += 1  # type: ignore[attr-defined]
-    return [wilson(s[i], n[i]) for i in range(rounds)]
+            counts.add(e.round, v)  # type: ignore[attr-defined]
+    return counts.rates()
 
 
 def intervals_overlap(a: Rate, b: Rate) -> bool:

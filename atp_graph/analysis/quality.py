@@ -7,10 +7,10 @@ puts those warnings on top of a Markdown table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .metrics import Rate, rate_by_round
+from .metrics import Rate, RoundCounts
 
 INVALID_WARN = 0.2
 """Warn when more than this share of answers named no option."""
@@ -23,33 +23,52 @@ def invalid_warning(bad: int, n: int, counted_as: str) -> str:
     return f"{bad} of {n} answers ({bad / n:.0%}) named no option, so the rates count them as {counted_as}"
 
 
+class QualityCounts:
+    """Invalid and truncated answers per round, filled one event at a time (see :func:`answer_quality`)."""
+
+    def __init__(self, rounds: int):
+        self.invalid = RoundCounts(rounds)
+        self.cut = RoundCounts(rounds)
+        """Over the answers a model generated (events whose ``finish`` is known)."""
+
+    def add(self, event: Any, *, invalid: bool) -> None:
+        self.invalid.add(event.round, invalid)
+        finish = getattr(event, "finish", None)
+        if finish is not None:
+            self.cut.add(event.round, finish == "length")
+
+    def result(self, *, counted_as: str, on_truncated: str = "parse") -> dict[str, Any]:
+        """The per-round rates and the warnings they call for (the ``answer_quality`` dict)."""
+        warnings = []
+        n_bad, n = sum(self.invalid.k), sum(self.invalid.n)
+        n_cut, n_gen = sum(self.cut.k), sum(self.cut.n)
+        if n_gen and n_cut / n_gen > TRUNCATED_WARN:
+            treated = "parsed as far as they go" if on_truncated == "parse" else "invalid"
+            warnings.append(
+                f"{n_cut} of {n_gen} answers ({n_cut / n_gen:.0%}) were cut off at the token budget (truncated, "
+                f"{treated}): raise --max-new-tokens; the rates measure truncation as much as drift"
+            )
+        if n and n_bad / n > INVALID_WARN:
+            warnings.append(invalid_warning(n_bad, n, counted_as))
+        return {
+            "invalid_rate": [r.as_dict() for r in self.invalid.rates()],
+            "truncated_rate": [r.as_dict() for r in self.cut.rates()] if n_gen else None,
+            "warnings": warnings,
+        }
+
+
 def answer_quality(
-    events: Sequence[Any], *, rounds: int, invalid: Callable[[Any], bool], counted_as: str, on_truncated: str = "parse"
+    events: Iterable[Any], *, rounds: int, invalid: Callable[[Any], bool], counted_as: str, on_truncated: str = "parse"
 ) -> dict[str, Any]:
     """Per-round invalid and truncated rates (Wilson intervals) and the warnings they call for.
 
     ``truncated_rate`` is over the answers a model generated (events whose ``finish`` is known), ``None`` when
     there are none (score mode, the surrogate).
     """
-    inval = rate_by_round(events, rounds=rounds, hit=invalid)
-    generated = [e for e in events if getattr(e, "finish", None) is not None]
-    cut = rate_by_round(generated, rounds=rounds, hit=lambda e: e.finish == "length")
-    warnings = []
-    n_bad, n = sum(bool(invalid(e)) for e in events), len(events)
-    n_cut, n_gen = sum(e.finish == "length" for e in generated), len(generated)
-    if n_gen and n_cut / n_gen > TRUNCATED_WARN:
-        treated = "parsed as far as they go" if on_truncated == "parse" else "invalid"
-        warnings.append(
-            f"{n_cut} of {n_gen} answers ({n_cut / n_gen:.0%}) were cut off at the token budget (truncated, "
-            f"{treated}): raise --max-new-tokens; the rates measure truncation as much as drift"
-        )
-    if n and n_bad / n > INVALID_WARN:
-        warnings.append(invalid_warning(n_bad, n, counted_as))
-    return {
-        "invalid_rate": [r.as_dict() for r in inval],
-        "truncated_rate": [r.as_dict() for r in cut] if n_gen else None,
-        "warnings": warnings,
-    }
+    counts = QualityCounts(rounds)
+    for e in events:
+        counts.add(e, invalid=bool(invalid(e)))
+    return counts.result(counted_as=counted_as, on_truncated=on_truncated)
 
 
 def quality_rows(quality: dict[str, Any]) -> dict[str, list[Rate]]:

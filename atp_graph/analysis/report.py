@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .metrics import Rate
 
@@ -109,12 +110,11 @@ def plot_heatmap(
 
 
 def plot_graph_rounds(
-    path: Path, graph, rounds: Sequence[Sequence[dict]], *, title: str, surrogate: bool = False, max_nodes: int = 400
-) -> Path | None:
+    path: Path, graph, rounds: Sequence[Sequence[Any]], *, title: str, surrogate: bool = False
+) -> Path:
     """Small multiples: the graph once per round, nodes coloured by choice (red = collective, blue = independent,
-    grey = invalid, black ring = seeded). Skipped for graphs above ``max_nodes`` (unreadable at that size)."""
-    if graph.number_of_nodes() > max_nodes:
-        return None
+    grey = invalid, black ring = seeded). Draw a few hundred nodes at most (a larger graph is unreadable and slow
+    to lay out: pass a part of it, as :func:`~atp_graph.analysis.diffusion.plot_diffusion` does)."""
     import networkx as nx
 
     plt = _mpl()

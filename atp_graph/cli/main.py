@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig, resolve_decision
 from .options import build_config, config_options
-from .support import default_out, friendly, load_model, model_options, run_options
+from .support import default_out, friendly, model_options, model_settings, run_options
 
 
 class LazyGroup(click.Group):
@@ -216,10 +216,11 @@ _AGENT_EXTRA = {"decision": ["auto"]}
 @friendly
 def explore(out: str | None, resume: str | None, **options: Any) -> None:
     """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
+    from atp_graph.policies.options import load_with_options
     from atp_graph.testbeds import run_explore
 
     cfg = _config(ExploreConfig, "explore", resume, options, out=out)
-    policy = functools.partial(load_model, cfg.model, options, kind="individual")
+    policy = functools.partial(load_with_options, cfg.model, model_settings(options), kind="individual")
     result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
     click.echo("\n" + result.table)
     click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
@@ -238,11 +239,12 @@ def explore(out: str | None, resume: str | None, **options: Any) -> None:
 @friendly
 def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: Any) -> None:
     """Imitative Strategy Diffusion on a social graph; collective (deviant) adoption per round."""
+    from atp_graph.policies.options import load_with_options
     from atp_graph.testbeds import run_diffuse
 
     grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
     cfg = _config(DiffuseConfig, "diffuse", resume, options, out=out, **grid)
-    policy = functools.partial(load_model, cfg.model, options, kind="collective")
+    policy = functools.partial(load_with_options, cfg.model, model_settings(options), kind="collective")
     result = run_diffuse(cfg, policy=policy, out=out or (None if resume else default_out("diffuse")), resume=resume)
     click.echo("\n" + result.table)
     for cell, v in result.summary["cells"].items():

@@ -65,25 +65,21 @@ def default_out(command: str) -> Path:
 
 
 def model_options(fn: F) -> F:
-    """How a language model is loaded and sampled (not part of the run's config; ``--model`` is)."""
-    opts = [
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps..."),
-        click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16"),
-        click.option(
-            "--max-new-tokens",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Tokens per answer [default: the study's 32768 individual / 3276 collective for hf: and provider "
-            "models; 256 / 160 for the embedded smollm2 and tiny models]. A cut-off answer is recorded as truncated.",
-        ),
-        click.option("--temperature", type=float, default=None, help="Sampling temperature (model default)."),
-        click.option("--top-p", type=float, default=None, help="Nucleus sampling (model default)."),
-        click.option("--compile", "compile_", is_flag=True, help="Static KV cache + compiled decode (GPU)."),
-        click.option("--trust-remote-code", is_flag=True, help="Allow model folders to run their own code."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
+    """How a language model is loaded and sampled: one option per field of
+    :class:`~atp_graph.policies.options.ModelOptions` (not part of the run's config; ``--model`` is)."""
+    from ..policies.options import ModelOptions
+    from .options import config_options
+
+    return config_options(ModelOptions)(fn)
+
+
+def model_settings(options: dict[str, Any]) -> Any:
+    """The :class:`~atp_graph.policies.options.ModelOptions` of the options a command was given (checked at once,
+    before anything slow)."""
+    from ..policies.options import ModelOptions
+    from .options import build_config
+
+    return build_config(ModelOptions, options)
 
 
 def run_options(command: str) -> Callable[[F], F]:
@@ -98,31 +94,3 @@ def run_options(command: str) -> Callable[[F], F]:
         )(fn)
 
     return decorate
-
-
-def load_model(
-    model: str, options: dict[str, Any], *, kind: str = "individual", default_tokens: int | None = None
-) -> Any:
-    """The decision maker for a model spec, loaded with the command's model options (the surrogate for ``sim``)."""
-    from ..policies import is_surrogate
-    from ..policies import load_model as load
-
-    if is_surrogate(model):
-        return load(model)
-    from ..policies.spec import answer_budget
-
-    budget = options.get("max_new_tokens") or default_tokens or answer_budget(model, kind)
-    sampling: dict[str, Any] = {"max_new_tokens": budget}
-    for key in ("temperature", "top_p"):
-        if options.get(key) is not None:
-            sampling[key] = options[key]
-    if options.get("compile_"):
-        sampling["compile"] = True
-    click.echo(f"loading model {model} ...", err=True)
-    return load(
-        model,
-        device=options.get("device", "auto"),
-        dtype=options.get("dtype", "auto"),
-        trust_remote_code=bool(options.get("trust_remote_code")),
-        **sampling,
-    )

@@ -138,10 +138,13 @@ class ServerPolicy:
         """Build the policy from ``server:<base url>[#<model>]``; ``batch_size`` is the concurrency.
 
         Raises:
-            ModelError: For a bad spec, local-model knobs (``compile``), or a server that is down or lacks the model.
+            ModelError: For a bad spec, local-model knobs (``compile``, ``kv_budget``...), or a server that is down
+                or lacks the model.
         """
-        if compile:
-            raise ModelError(f"{spec}: compile is a local-model option; the server decides how it runs the model")
+        local = [k for k in ("kv_budget", "continuous", "prefix_cache") if options.pop(k, None) is not None]
+        if compile or local:
+            knob = "compile" if compile else local[0]
+            raise ModelError(f"{spec}: {knob} is a local-model option; the server decides how it runs the model")
         url, model = parse_server_spec(spec)
         kw = {k: v for k, v in {"max_new_tokens": max_new_tokens, "max_concurrency": batch_size}.items() if v}
         return cls(url, model, temperature=temperature, top_p=top_p, top_k=top_k, do_sample=do_sample, **kw, **options)

@@ -33,6 +33,7 @@ async def aplay_rounds(
     desc: str = "rounds",
     postfix: Callable[[Sequence[Event]], str] | None = None,
     into: list[Event] | None = None,
+    keep: bool = True,
 ) -> list[Event]:
     """Play rounds ``completed+1..rounds`` of ``game`` with ``agents``; return the new events.
 
@@ -47,6 +48,8 @@ async def aplay_rounds(
         postfix: Text shown after the bar for the latest round's events.
         into: The list the new events are appended to, round by round (the return value): a caller that passes
             one keeps the completed rounds when a later round raises.
+        keep: Keep the events in memory and return them; ``False`` (a run folder holds them) returns ``[]``, so a
+            long run's memory does not grow with its rounds.
     """
     from tqdm.auto import tqdm
 
@@ -64,7 +67,8 @@ async def aplay_rounds(
                 events = game.record(r, observations, actions)
                 if rundir is not None:
                     rundir.commit_round(r, events, {"game": game.state_dict(), "agents": agents.state_dict()})
-                new.extend(events)
+                if keep:
+                    new.extend(events)
                 bar.update(1)
                 if postfix:
                     bar.set_postfix_str(postfix(events))

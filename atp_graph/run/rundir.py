@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..events import SCHEMA_VERSION, Event, dump_event, read_events, write_lines
+from ..events import SCHEMA_VERSION, Event, EventLog, dump_event, write_lines
 from . import faults
 
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
@@ -74,12 +74,13 @@ class RunDir:
 
     @staticmethod
     def check_new(path: str | Path) -> Path:
-        """``path`` as a folder a new run may use (new, or empty), or a one-line :class:`RunDirError`."""
+        """``path`` as a folder a new run may use (new, or empty but for the half-written config of a run killed as
+        it started), or a one-line :class:`RunDirError`."""
         p = Path(path)
         if (p / CONFIG).exists():
             raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
         try:
-            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            if p.exists() and (not p.is_dir() or any(f.name != CONFIG + ".tmp" for f in p.iterdir())):
                 what = "is not a folder" if not p.is_dir() else "holds files that are not a run"
                 raise RunDirError(f"{p}: {what}; a run writes only into a new or empty folder: choose another --out")
             parent = next((a for a in p.absolute().parents if a.exists()), None)
@@ -141,15 +142,31 @@ class RunDir:
                 "or start a new run"
             )
         with run.locked():
-            kept = [e for e in run.events() if e.round <= done]
-            _check_complete(p, kept, done)
-            _atomic_write(p / EVENTS, "".join(dump_event(e) + "\n" for e in kept))
+            run._keep_completed(done)
         return run, config, done, state
 
-    def events(self) -> list[Event]:
-        """Every event recorded so far (a torn last line from a crash is ignored)."""
-        f = self.path / EVENTS
-        return read_events(f) if f.exists() else []
+    def _keep_completed(self, done: int) -> None:
+        """Rewrite ``events.jsonl`` with the events of the ``done`` completed rounds only, streaming (a large run's
+        events never sit in memory), after checking every completed round is there once."""
+        check = _Completeness(self.path / EVENTS, done)
+        tmp = self.path / (EVENTS + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for e in self.events():
+                    if e.round <= done:
+                        check.add(e)
+                        f.write(dump_event(e) + "\n")
+                check.finish()
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, self.path / EVENTS)
+
+    def events(self) -> EventLog:
+        """Every event recorded so far, streamed from ``events.jsonl`` (a torn last line from a crash is ignored)."""
+        return EventLog(self.path / EVENTS)
 
     def commit_round(self, round_no: int, events: Iterable[Event], state: dict[str, Any]) -> None:
         """Append a round's events durably, then record the checkpoint that says the round is complete."""
@@ -176,18 +193,40 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_complete(p: Path, events: list[Event], done: int) -> None:
-    """Every completed round's events are there, once each, for the same agents: else the folder is damaged and a
-    resume would silently report different numbers."""
-    agents: dict[int, list[str]] = {}
-    for e in events:
-        agents.setdefault(e.round, []).append(e.agent)
-    damaged = f"{p / EVENTS}: damaged (the checkpoint says {done} round(s) completed, but "
-    missing = [r for r in range(1, done + 1) if r not in agents]
-    if missing:
-        raise RunDirError(damaged + f"round {missing[0]} has no events); start a new run")
-    for r, ids in agents.items():
-        if len(set(ids)) != len(ids):
-            raise RunDirError(damaged + f"round {r} holds an agent twice); start a new run")
-        if set(ids) != set(agents[1]):
-            raise RunDirError(damaged + f"round {r} has other agents than round 1); start a new run")
+class _Completeness:
+    """Checks, one event at a time, that every completed round's events are there, once each, for the same agents:
+    else the folder is damaged and a resume would silently report different numbers. Holds two rounds of agent ids
+    at most (events are written round by round)."""
+
+    def __init__(self, path: Path, done: int):
+        self.damaged = f"{path}: damaged (the checkpoint says {done} round(s) completed, but "
+        self.done = done
+        self.seen: set[int] = set()
+        self.first: set[str] | None = None
+        self.round: int | None = None
+        self.ids: set[str] = set()
+
+    def add(self, e: Event) -> None:
+        if e.round != self.round:
+            self._close()
+            if e.round in self.seen:  # the round comes back later in the file: its agents are there twice
+                raise RunDirError(self.damaged + f"round {e.round} holds an agent twice); start a new run")
+            if self.round is not None and e.round < self.round:
+                raise RunDirError(self.damaged + f"round {e.round} comes after round {self.round}); start a new run")
+            self.round, self.ids = e.round, set()
+            self.seen.add(e.round)
+        if e.agent in self.ids:
+            raise RunDirError(self.damaged + f"round {e.round} holds an agent twice); start a new run")
+        self.ids.add(e.agent)
+
+    def _close(self) -> None:
+        if self.round == 1:
+            self.first = self.ids
+        elif self.round is not None and self.first is not None and self.ids != self.first:
+            raise RunDirError(self.damaged + f"round {self.round} has other agents than round 1); start a new run")
+
+    def finish(self) -> None:
+        missing = [r for r in range(1, self.done + 1) if r not in self.seen]
+        if missing:
+            raise RunDirError(self.damaged + f"round {missing[0]} has no events); start a new run")
+        self._close()

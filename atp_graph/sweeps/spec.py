@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..config import AgentConfig, DiffuseConfig, ExploreConfig
 from ..errors import UserError
+from ..policies.options import ModelOptions
 from ..scenarios.loader import BadYAML, Problem, line_for, parse_yaml
 
 Command = Literal["explore", "diffuse"]
@@ -68,28 +69,6 @@ class Resources(BaseModel):
         if isinstance(v, int) and not isinstance(v, bool) and v <= 0:
             raise ValueError("must be positive")
         return v
-
-
-class ModelOptions(BaseModel):
-    """How each run loads its language model (the command's ``--device``, ``--dtype``... options; not part of the
-    run's config). Ignored by the surrogate."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:1, mps... (on Ray, ``cuda`` is the GPU the task was given)."""
-    dtype: str = "auto"
-    """auto, float32, bfloat16, float16."""
-    max_new_tokens: int | None = Field(default=None, ge=1)
-    """Tokens per decision; None = the command's default (explore 256, diffuse 160)."""
-    temperature: float | None = None
-    """Sampling temperature; None = the model's default."""
-    top_p: float | None = None
-    """Nucleus sampling; None = the model's default."""
-    compile: bool = False
-    """Static KV cache and compiled decoding (GPU)."""
-    trust_remote_code: bool = False
-    """Allow model folders to run their own code."""
 
 
 class SweepSpec(BaseModel):

@@ -76,8 +76,8 @@ def run_task(task: Task) -> Outcome:
 
 
 def _run(task: Task, path: Path, *, resume: bool) -> None:
-    from ..cli.support import load_model
     from ..policies import is_surrogate
+    from ..policies.options import ModelOptions, load_with_options
     from ..run import RunDir, RunDirError
     from ..testbeds import TESTBEDS
 
@@ -92,8 +92,8 @@ def _run(task: Task, path: Path, *, resume: bool) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(task.cpus)))
-    options = {**task.model_options, "compile_": task.model_options.get("compile", False)}
-    policy = load_model(cfg.model, options, default_tokens=DEFAULT_TOKENS[task.command])
+    options = ModelOptions(**task.model_options)
+    policy = load_with_options(cfg.model, options, default_tokens=DEFAULT_TOKENS[task.command])
     if resume:
         testbed.run(cfg, policy=policy, resume=path, progress=False)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from ..agents import make_agents
 from ..config import AgentConfig
 from ..contracts import Game
 from ..errors import UserError
-from ..events import Event, read_events
+from ..events import Event, EventLog
 from ..policies.base import Policy
 from ..policies.spec import SurrogateModel, load_model
 from ..run import RunDir, faults, play_rounds, versions
@@ -19,24 +19,32 @@ from ..run.rundir import RunDirError
 
 Build = Callable[[Any], tuple[Game, dict[str, Any]]]
 """config -> (game, resolved values: at least ``rounds`` and ``history_window``)."""
-Report = Callable[[Any, Mapping[str, Any], Sequence[Any]], tuple[dict[str, Any], str]]
-"""(config, resolved, events, *, surrogate) -> (summary, table)."""
-Plot = Callable[[Path, dict[str, Any], Sequence[Any]], Any]
-"""(folder, summary, events) -> writes the PNGs."""
+Report = Callable[[Any, Mapping[str, Any], Iterable[Any]], tuple[dict[str, Any], str]]
+"""(config, resolved, events, *, surrogate) -> (summary, table). ``events`` may be an :class:`EventLog`: iterate it
+without holding it in a list."""
+Plot = Callable[[Path, dict[str, Any], Iterable[Any]], Any]
+"""(folder, summary, events) -> writes the PNGs (``events`` as for :data:`Report`)."""
 
 
-@dataclass
 class RunResult:
     """What a testbed run produced."""
 
-    summary: dict[str, Any]
-    """The numbers (also ``summary.json``)."""
-    table: str
-    """The Markdown table (also ``table.md``)."""
-    events: list[Event]
-    """Every decision of the run, typed (also ``events.jsonl``)."""
-    path: Path | None
-    """The run folder, when one was written."""
+    def __init__(self, summary: dict[str, Any], table: str, events: Iterable[Event], path: Path | None):
+        self.summary = summary
+        """The numbers (also ``summary.json``)."""
+        self.table = table
+        """The Markdown table (also ``table.md``)."""
+        self.path = path
+        """The run folder, when one was written."""
+        self._events = events
+
+    @property
+    def events(self) -> list[Event]:
+        """Every decision of the run, typed (also ``events.jsonl``; read from there on first use, so a large run's
+        events are in memory only when asked for)."""
+        if not isinstance(self._events, list):
+            self._events = list(self._events)
+        return self._events
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,6 @@ class Testbed:
             run_path=rundir.path if rundir else None,
             completed=done,
         )
-        previous = rundir.events() if rundir is not None and done else []
         new = play_rounds(
             game,
             agents,
@@ -109,13 +116,15 @@ class Testbed:
             progress=progress,
             desc=f"{self.kind} {len(game.agents)} agents",  # type: ignore[attr-defined]
             postfix=self.postfix,
+            keep=rundir is None,
         )
-        return self._finish(cfg, resolved, [*previous, *new], rundir, surrogate=agents.surrogate)
+        events = rundir.events() if rundir is not None else new
+        return self._finish(cfg, resolved, events, rundir, surrogate=agents.surrogate)
 
     def render(self, path: Path, config: Mapping[str, Any]) -> RunResult:
         """Re-render a run folder's summary, table and plots from its config and events alone."""
-        events = read_events(path / "events.jsonl")
-        surrogate = any(e.policy == "surrogate" for e in events)
+        events = EventLog(path / "events.jsonl")
+        surrogate = any(e.policy == "surrogate" for e in events)  # stops at the first one
         cfg = self.config(**config[self.kind])
         return self._finish(cfg, config["resolved"], events, RunDir(path), surrogate=surrogate)
 
@@ -123,7 +132,7 @@ class Testbed:
         self,
         cfg: AgentConfig,
         resolved: Mapping[str, Any],
-        events: list[Event],
+        events: Iterable[Event],
         rundir: RunDir | None,
         *,
         surrogate: bool,
