@@ -220,7 +220,8 @@ def explore(out: str | None, resume: str | None, **options: Any) -> None:
     from atp_graph.testbeds import run_explore
 
     cfg = _config(ExploreConfig, "explore", resume, options, out=out)
-    policy = functools.partial(load_with_options, cfg.model, model_settings(options), kind="individual")
+    settings = model_settings(options, resume=resume, kind="explore")
+    policy = functools.partial(load_with_options, cfg.model, settings, kind="individual")
     result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
     click.echo("\n" + result.table)
     click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
@@ -244,7 +245,8 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
 
     grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
     cfg = _config(DiffuseConfig, "diffuse", resume, options, out=out, **grid)
-    policy = functools.partial(load_with_options, cfg.model, model_settings(options), kind="collective")
+    settings = model_settings(options, resume=resume, kind="diffuse")
+    policy = functools.partial(load_with_options, cfg.model, settings, kind="collective")
     result = run_diffuse(cfg, policy=policy, out=out or (None if resume else default_out("diffuse")), resume=resume)
     click.echo("\n" + result.table)
     for cell, v in result.summary["cells"].items():

@@ -73,13 +73,20 @@ def model_options(fn: F) -> F:
     return config_options(ModelOptions)(fn)
 
 
-def model_settings(options: dict[str, Any]) -> Any:
+def model_settings(options: dict[str, Any], *, resume: str | None = None, kind: str = "") -> Any:
     """The :class:`~atp_graph.policies.options.ModelOptions` of the options a command was given (checked at once,
-    before anything slow)."""
+    before anything slow). A resume loads the model with the answer budget and sampling its run recorded, unless
+    the command names them (a different value is then refused by the run)."""
     from ..policies.options import ModelOptions
+    from ..run import RunDir
     from .options import build_config
 
-    return build_config(ModelOptions, options)
+    settings = build_config(ModelOptions, options)
+    if resume:
+        saved = RunDir.read_config(resume, kind=kind).get("answer_knobs", {})
+        fill = {k: v for k, v in saved.items() if k in ModelOptions.model_fields and options.get(k) is None}
+        settings = ModelOptions(**{**settings.model_dump(), **fill})
+    return settings
 
 
 def run_options(command: str) -> Callable[[F], F]:

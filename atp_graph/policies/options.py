@@ -4,6 +4,7 @@ config: they change how fast a run goes, never what it measures)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Literal
 
@@ -66,6 +67,20 @@ class ModelOptions(BaseModel):
             "compile": self.compile or None,
         }
         return {k: v for k, v in knobs.items() if v is not None}
+
+
+ANSWER_KNOBS = ("max_new_tokens", "temperature", "top_p", "top_k", "do_sample")
+"""The knobs of a loaded model that change what it answers (the others only change how fast it does)."""
+
+
+def answer_knobs(model: Any) -> dict[str, Any]:
+    """The :data:`ANSWER_KNOBS` a loaded model has, as JSON would read them back: a run records them in its
+    ``config.json`` and a resume must load the model with the same ones. Greedy decoding (``do_sample`` false)
+    ignores temperature, top-p and top-k, so they are left out then."""
+    knobs = {k: getattr(model, k) for k in ANSWER_KNOBS if getattr(model, k, None) is not None}
+    if knobs.get("do_sample") is False:
+        knobs = {k: v for k, v in knobs.items() if k not in ("temperature", "top_p", "top_k")}
+    return json.loads(json.dumps(knobs))
 
 
 def load_with_options(

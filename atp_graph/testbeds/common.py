@@ -13,6 +13,7 @@ from ..contracts import Game
 from ..errors import UserError
 from ..events import Event, EventLog
 from ..policies.base import Policy
+from ..policies.options import answer_knobs
 from ..policies.spec import SurrogateModel, load_model
 from ..run import RunDir, faults, play_rounds, versions
 from ..run.rundir import RunDirError
@@ -96,8 +97,14 @@ class Testbed:
         model = policy if policy is not None else load_model(cfg.model)
         if not isinstance(model, Policy | SurrogateModel) and callable(model):
             model = model()  # a loader: called only once the inputs are known to be good
+        knobs = answer_knobs(model)
+        if resume is not None and config.get("answer_knobs", knobs) != knobs:
+            raise RunDirError(_other_knobs(resume, config["answer_knobs"], knobs))
         if resume is None and out is not None:
-            rundir = RunDir.create(out, {self.kind: cfg.model_dump(), "resolved": resolved, "versions": versions()})
+            rundir = RunDir.create(
+                out,
+                {self.kind: cfg.model_dump(), "resolved": resolved, "answer_knobs": knobs, "versions": versions()},
+            )
         agents = make_agents(
             model,
             cfg,
@@ -160,3 +167,17 @@ def check_study_items(cfg: AgentConfig, scenarios: Sequence[Any]) -> None:
             f"preset study plays the study's own items, but {ours[0]!r} is not one: import them with "
             "`python cli.py scenarios import-atp <study JSON> --out DIR` and pass --scenarios DIR"
         )
+
+
+def _other_knobs(path: str | Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """Why a resume with a model that answers differently is refused, naming the first knob that differs."""
+    k = next(k for k in sorted({*saved, *now}) if saved.get(k) != now.get(k))
+    how = (
+        f"--{k.replace('_', '-')} {saved.get(k)}"
+        if k in ("max_new_tokens", "temperature", "top_p")
+        else f"{k}={saved.get(k)}"
+    )
+    return (
+        f"{path}: the run's model answered with {k}={saved.get(k)}, this one with {now.get(k)}; a resume would mix "
+        f"two experiments: resume with {how}"
+    )

@@ -79,3 +79,19 @@ def test_the_llm_path_resumes_its_agent_memory_after_a_kill(tmp_path, tiny_model
     assert resumed.returncode == 0, resumed.stderr[-500:]
     for name in ("events.jsonl", "summary.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_resume_answers_with_the_runs_own_budget(tmp_path, tiny_model_dir):
+    """Generate mode: the answer budget is part of the experiment. A resume without --max-new-tokens uses the run's
+    own (before, it fell back to the default budget and later rounds silently answered longer); another is refused."""
+    args = ["explore", "--model", f"hf:{tiny_model_dir}", "--decision", "generate", "--rounds", "3", "--limit", "3"]
+    args += ["--max-new-tokens", "12"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert atp(*args, "--out", str(a)).returncode == 0
+    assert atp(*args, "--out", str(b), fault="state@1").returncode == -signal.SIGKILL
+    other = atp("explore", "--resume", str(b), "--max-new-tokens", "13")
+    assert other.returncode == 2 and "max_new_tokens=12, this one with 13" in other.stderr
+    resumed = atp("explore", "--resume", str(b))
+    assert resumed.returncode == 0, resumed.stderr[-500:]
+    for name in ("events.jsonl", "summary.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -68,7 +68,8 @@ def test_a_kill_at_a_random_moment_resumes_to_the_same_folder(tmp_path, straight
     time.sleep(max(rng.uniform(0.05, 1.0) * wall - (time.perf_counter() - t0), 0))
     proc.send_signal(how)
     code = proc.wait()
-    assert code in (0, 130, -signal.SIGKILL), proc.stderr.read()[-800:]
+    # -SIGINT: Ctrl-C while Python shuts down after the run (it restores the default handler): nothing is lost
+    assert code in (0, 130, -signal.SIGKILL, -signal.SIGINT), proc.stderr.read()[-800:]
     if code != 0:
         again = [name.split("-")[0], "--resume", str(folder)] if (folder / "config.json").exists() else args
         rerun = start(again if "--resume" in again else [*again, "--out", str(folder)])
