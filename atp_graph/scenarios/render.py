@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from .models import CollectiveScenario, IndividualScenario
+from .models import CollectiveScenario, IndividualScenario, ToolScenario
 
 COLLECTIVE_BUILTINS = frozenset({"n", "threshold", "success", "fail_collective", "fail_independent"})
 """Placeholders every collective prompt may use; filled per group at run time."""
@@ -63,20 +63,20 @@ def _number(v: Any, params: dict[str, Any]) -> float:
     return out
 
 
-def _templates(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, str]]:
+def _templates(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = [(("system_prompt",), s.system_prompt), (("prompt",), s.prompt)]
-    if isinstance(s, IndividualScenario):
+    if isinstance(s, IndividualScenario | ToolScenario):
         out += [(("supervision", k), v) for k, v in s.supervision.model_dump().items()]
     return out
 
 
-def _numbers(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, Any]]:
-    if isinstance(s, IndividualScenario):
+def _numbers(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, Any]]:
+    if isinstance(s, IndividualScenario | ToolScenario):
         return [(("payoff", k), v) for k, v in s.payoff.model_dump().items()]
     return [(("game", k), getattr(s.game, k)) for k in ("success", "fail_collective", "fail_independent")]
 
 
-def check_templates(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, str, str]]:
+def check_templates(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, str, str]]:
     """Every template problem as ``(location, field, message)``: unknown placeholders, bad ``$``, non-numbers."""
     problems: list[tuple[tuple, str, str]] = []
     builtins = COLLECTIVE_BUILTINS if isinstance(s, CollectiveScenario) else frozenset()
