@@ -12,7 +12,15 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig, resolve_decision
+from ..config import (
+    EVOLUTIONS,
+    PAPER_GRID,
+    SUPERVISION_PATTERNS,
+    DiffuseConfig,
+    ExploreConfig,
+    ToolsConfig,
+    resolve_decision,
+)
 from .options import build_config, config_options
 from .support import default_out, friendly, model_options, model_settings, run_options
 
@@ -216,14 +224,39 @@ _AGENT_EXTRA = {"decision": ["auto"]}
 @friendly
 def explore(out: str | None, resume: str | None, **options: Any) -> None:
     """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
-    from atp_graph.policies.options import load_with_options
     from atp_graph.testbeds import run_explore
 
-    cfg = _config(ExploreConfig, "explore", resume, options, out=out)
+    _individual(run_explore, ExploreConfig, "explore", out, resume, options, "violation")
+
+
+# ---------------------------------------------------------------- tools
+@cli.command()
+@config_options(
+    ToolsConfig,
+    extra_choices=_AGENT_EXTRA,
+    types={"rounds": click.IntRange(min=1)},
+    skip=("preset", "protocol", "parse", "monitor_fallback"),
+)
+@model_options
+@run_options("tools")
+@friendly
+def tools(out: str | None, resume: str | None, **options: Any) -> None:
+    """Tool-use drift: every tool scenario for several rounds, the agent acting by tool calls; forbidden-tool rate
+    per round."""
+    from atp_graph.testbeds import run_tools
+
+    _individual(run_tools, ToolsConfig, "tools", out, resume, options, "forbidden-tool")
+
+
+def _individual(run: Any, cls: type[BaseModel], kind: str, out: str | None, resume: str | None, options, what: str):
+    """Run an individual-game testbed (explore, tools) and print its table, tipping round and warnings."""
+    from atp_graph.policies.options import load_with_options
+
+    cfg = _config(cls, kind, resume, options, out=out)
     policy = functools.partial(load_with_options, cfg.model, model_settings(options), kind="individual")
-    result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
+    result = run(cfg, policy=policy, out=out or (None if resume else default_out(kind)), resume=resume)
     click.echo("\n" + result.table)
-    click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
+    click.echo(f"tipping round ({what} >= 50%): {result.summary['tipping_round']}")
     warn(result.summary)
     click.echo(f"run folder: {result.path}")
 

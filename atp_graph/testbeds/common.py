@@ -60,6 +60,8 @@ class Testbed:
     plot: Plot
     postfix: Callable[[Sequence[Any]], str] | None = None
     """Progress-bar text for a round's events."""
+    agents: Callable[..., Any] = make_agents
+    """Makes the agents (arguments as :func:`~atp_graph.agents.make_agents`)."""
 
     def run(
         self,
@@ -98,7 +100,7 @@ class Testbed:
             model = model()  # a loader: called only once the inputs are known to be good
         if resume is None and out is not None:
             rundir = RunDir.create(out, {self.kind: cfg.model_dump(), "resolved": resolved, "versions": versions()})
-        agents = make_agents(
+        agents = self.agents(
             model,
             cfg,
             history_window=resolved["history_window"],
