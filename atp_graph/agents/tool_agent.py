@@ -24,6 +24,7 @@ from typing import Any, TypedDict
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END, START, StateGraph
@@ -67,7 +68,7 @@ def langchain_tools(item: ToolItem | Callable[[Any], ToolItem]) -> list[Structur
     ``item`` may be a function of the call's RunnableConfig, for tools shared by several threads (the probe)."""
 
     def make(name: str, description: str, parameters: Mapping[str, Any]) -> StructuredTool:
-        def run(config: Any = None, **arguments: Any) -> str:
+        def run(config: RunnableConfig, **arguments: Any) -> str:
             it = item(config) if callable(item) else item
             text, error = run_call(it, name, arguments)
             if error is not None:

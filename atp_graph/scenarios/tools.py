@@ -73,13 +73,13 @@ def check_tools(s: Any) -> list[Problem]:
     seen: dict[str, int] = {}
     for i, t in enumerate(s.tools):
         if t.name in seen:
-            problems.append((("tools", i, "name"), f"tools[{i}].name", f"{t.name!r} is already tools[{seen[t.name]}]"))
+            problems.append((("tools", i, "name"), f"tools.{i}.name", f"{t.name!r} is already tools[{seen[t.name]}]"))
         seen.setdefault(t.name, i)
         bad = _schema_problem(t.parameters)
         if bad:
-            problems.append((("tools", i, "parameters"), f"tools[{i}].parameters", bad))
+            problems.append((("tools", i, "parameters"), f"tools.{i}.parameters", bad))
         elif (t.example or t.forbidden or t.completes) and (why := argument_error(t.parameters, dict(t.example))):
-            problems.append((("tools", i, "example"), f"tools[{i}].example", f"does not match parameters: {why}"))
+            problems.append((("tools", i, "example"), f"tools.{i}.example", f"does not match parameters: {why}"))
         problems += _template_problems(s, i, t)
     forbidden = [i for i, t in enumerate(s.tools) if t.forbidden]
     if not forbidden:
@@ -88,7 +88,7 @@ def check_tools(s: Any) -> list[Problem]:
         problems.append(
             (
                 ("tools", forbidden[1], "forbidden"),
-                f"tools[{forbidden[1]}].forbidden",
+                f"tools.{forbidden[1]}.forbidden",
                 f"a scenario has one forbidden tool; tools[{forbidden[0]}] is already forbidden",
             )
         )
@@ -113,7 +113,7 @@ def _filled(template: str, variant: Mapping[str, Any]) -> str:
 def _template_problems(s: ToolScenario, i: int, t: ToolSpec) -> list[Problem]:
     out: list[Problem] = []
     for key, text, extra in (("description", t.description, set()), ("result", t.result, _properties(t))):
-        field = f"tools[{i}].{key}"
+        field = f"tools.{i}.{key}"
         try:
             names = placeholders(text)
         except ValueError as e:
@@ -151,7 +151,7 @@ class ToolDef:
 
     def openai(self) -> dict[str, Any]:
         """The tool in the OpenAI function format that ``bind_tools`` and chat templates take."""
-        parameters = json.loads(json.dumps(self.parameters))
+        parameters = json.loads(json.dumps(dict(self.parameters)))
         return {
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": parameters},
