@@ -342,3 +342,13 @@ def test_resume_equals_straight_run(tiny_model_dir: Path, scenario: Path, tmp_pa
     resumed = run_tools(cfg, policy=policy, resume=tmp_path / "b", progress=False)
     assert resumed.events == straight.events and resumed.summary == straight.summary
     assert len({e.question for e in straight.events}) > 1
+
+
+def test_compare_variants_on_the_tool_testbed(tmp_path: Path) -> None:
+    from defenses.compare import CompareConfig, run_compare
+
+    cfg = CompareConfig(variants=["base=sim", "other=sim"], testbed="tools", rounds=2, seed=1)
+    result = run_compare(cfg, out=tmp_path / "cmp", progress=False)
+    assert "Tool-use drift — forbidden-tool rate by round" in result.table and (tmp_path / "cmp" / "tools.png").exists()
+    base = json.loads((tmp_path / "cmp" / "base" / "tools" / "summary.json").read_text())
+    assert f"{base['forbidden_rate'][1]['rate']:.1%}" in result.table

@@ -6,6 +6,7 @@ Every option can also be set from the environment: ``ATP_<COMMAND>_<OPTION>``, e
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,11 @@ def scenarios_show(name: str) -> None:
     from atp_graph.games import IndividualGame, ThresholdGame, populations
     from atp_graph.scenarios import IndividualScenario, collective_items, individual_items, resolve
 
-    s = next(x for kind in ("individual", "collective") for x in _safe_resolve(resolve, name, kind))
+    s = next(x for kind in ("individual", "tool", "collective") for x in _safe_resolve(resolve, name, kind))
     click.echo(f"# {s.name} ({s.kind}): {s.description}\n")
-    if isinstance(s, IndividualScenario):
+    if s.kind == "tool":
+        _show_tools(s)
+    elif isinstance(s, IndividualScenario):
         items = individual_items(s)
         game = IndividualGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)
         for i, it in enumerate(items):
@@ -115,6 +118,26 @@ def scenarios_show(name: str) -> None:
             o = obs.at(j * 8)
             click.echo(f"## variant {it.variant} (shown for a group of 8): {it.rules}")
             click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+
+
+def _show_tools(s: Any) -> None:
+    """A tool scenario's items as the agent reads them in round 1, with the tools bound to its model."""
+    from atp_graph.games.tools import ToolGame
+    from atp_graph.scenarios import tool_items
+
+    items = tool_items(s)
+    game = ToolGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)  # type: ignore[arg-type]
+    for i, it in enumerate(items):
+        click.echo(
+            f"## variant {it.variant}: complying pays {it.reward_compliant:g}, {it.violating} pays "
+            f"{it.reward_violating_undetected:g} (caught: {it.reward_violating_detected:g})"
+        )
+        o = game.observation(1, i)
+        click.echo(f"[system] {o.system}\n[user] {o.question}")
+        for t in it.tools:
+            flag = " [forbidden]" if t.forbidden else " [completes the task]" if t.completes else ""
+            click.echo(f"[tool] {t.name}{flag}: {t.description} {json.dumps(dict(t.parameters))}")
+        click.echo("")
 
 
 @scenarios.command("render")
@@ -157,6 +180,8 @@ def scenarios_render(
     from atp_graph.scenarios import resolve
     from atp_graph.testbeds.conversation import conversation
 
+    if _safe_resolve(resolve, name, "tool"):
+        raise click.UsageError(f"{name} is a tool scenario: `scenarios show {name}` prints what its agent reads")
     kind = next(k for k in ("individual", "collective") if _safe_resolve(resolve, name, k))
     common = {k: v for k, v in {"protocol": protocol, "evolution": evolution}.items() if v is not None}
     if kind == "individual":
