@@ -106,8 +106,10 @@ def tools_block(tools: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plain_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
-    """``role``/``content`` messages for a model without tool support: the tool list appended to the system prompt
-    (or a system prompt of its own), calls written in :data:`JSON_CALL_FORMAT`, results as user turns."""
+    """``role``/``content`` messages for a model without tool support: calls written in :data:`JSON_CALL_FORMAT`,
+    results as user turns, and the tool list (:func:`tools_block`) after the last user turn, so that the
+    conversation before it, which the next round repeats, never changes (its KV is reused) and the two tool orders
+    of score mode differ only at the end."""
     out: list[dict[str, Any]] = []
     for m in messages:
         if m["role"] == "assistant":
@@ -119,11 +121,12 @@ def plain_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mappin
         else:
             out.append({"role": m["role"], "content": m["content"]})
     if tools:
+        last = max((i for i, m in enumerate(out) if m["role"] == "user"), default=None)
         block = tools_block(tools)
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{block}"}
+        if last is None:
+            out.append({"role": "user", "content": block})
         else:
-            out.insert(0, {"role": "system", "content": block})
+            out[last] = {"role": "user", "content": f"{out[last]['content']}\n\n{block}"}
     return out
 
 

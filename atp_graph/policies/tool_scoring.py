@@ -1,8 +1,8 @@
 """Tool calls on a local Hugging Face model (:class:`~.hf.HFPolicy`): generate and score mode.
 
 Rendering: a chat template that uses ``tools=`` (Qwen3, Llama 3.1, Hermes-style templates) gets the tools and the
-conversation's calls natively; a template without tool support (SmolLM2, the tiny test model) gets the tool list in
-the system prompt and calls in :data:`~.tool_calls.JSON_CALL_FORMAT`, with results as user turns
+conversation's calls natively; a template without tool support (SmolLM2, the tiny test model) gets the tool list
+after the last user turn and calls in :data:`~.tool_calls.JSON_CALL_FORMAT`, with results as user turns
 (:func:`~.tool_calls.plain_messages`). :func:`native_tools` tells which by rendering with and without a tool.
 
 Generate mode: one batched generation (prefix reuse and continuous batching as in :class:`~.hf.HFPolicy`), then the
