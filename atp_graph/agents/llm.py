@@ -118,16 +118,7 @@ class LLMAgents:
         await self._open(observations.agents)
         s = self.settings
         coord = self._coordinator(observations, settle)
-        ctx = AgentContext(
-            coordinator=coord,
-            evolution=s.evolution,
-            history_window=self.history_window,
-            memory_hygiene=s.memory_hygiene,
-            reanchor_every=s.reanchor_every,
-            monitor_fallback=s.monitor_fallback,
-            parse=s.parse,
-            on_truncated=s.on_truncated,
-        )
+        ctx = self._context(AgentContext, coord)
         inputs = {
             o.agent: {
                 "agent": o.agent,
@@ -146,6 +137,21 @@ class LLMAgents:
         }
         states = await self._run_threads(round_no, inputs, ctx, fail=[coord.fail])
         return [_action(st) for st in states]
+
+    def _context(self, cls: type[AgentContext], coordinator: Coordinator, **extra: Any) -> Any:
+        """The run-wide settings every agent graph reads (``cls``: :class:`AgentContext` or a subclass)."""
+        s = self.settings
+        return cls(
+            coordinator=coordinator,
+            evolution=s.evolution,
+            history_window=self.history_window,
+            memory_hygiene=s.memory_hygiene,
+            reanchor_every=s.reanchor_every,
+            monitor_fallback=s.monitor_fallback,
+            parse=s.parse,
+            on_truncated=s.on_truncated,
+            **extra,
+        )
 
     def _coordinator(self, observations: Observations, settle: Settle) -> Coordinator:
         """The round's rendezvous points: decisions go to the policy in one batch, settlements to the game."""

@@ -14,38 +14,31 @@ The chat model: a provider model (``openai:...``) is used as it is; a local or s
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import StructuredTool, ToolException
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.tools import StructuredTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
-from pydantic import ConfigDict
 
 from ..config import AgentConfig
 from ..contracts import Action, Observations, Settle
 from ..games.prompts import REFLECT_PROMPT
-from ..games.tools import Call, ToolSubmission, run_call, task_finished
+from ..games.tools import ToolSubmission, run_call, task_finished
 from ..policies.base import ModelError, messages_hash
 from ..policies.chat import ChatModelPolicy, _finish
 from ..policies.spec import SurrogateModel
-from ..policies.tool_calls import ToolReply, ToolRequest, plain_messages, tool_batch
+from ..policies.tool_calls import plain_messages, tool_batch
 from ..scenarios import ToolItem
-from .coordinator import Coordinator
-from .graph import endorses_violation
+from .graph import AgentContext, endorses_violation, with_lessons
 from .llm import CHECKPOINTS, LLMAgents
 from .memory import lesson_namespace, open_store
 from .surrogate import SurrogateAgents
+from .tool_model import PolicyChatModel, Rendezvous, chat_dicts, langchain_tools, trace
 
 __all__ = [
     "PolicyChatModel",
@@ -58,167 +51,13 @@ __all__ = [
 ]
 
 
-# -- tools, messages and traces --------------------------------------------------------------------------------------
-
-
-def langchain_tools(item: ToolItem | Callable[[Any], ToolItem]) -> list[StructuredTool]:
-    """The item's tools as LangChain tools (JSON-schema arguments, simulated results; a call that does not run
-    raises :class:`ToolException`, which LangGraph's tool nodes return as an error result).
-
-    ``item`` may be a function of the call's RunnableConfig, for tools shared by several threads (the probe)."""
-
-    def make(name: str, description: str, parameters: Mapping[str, Any]) -> StructuredTool:
-        def run(config: RunnableConfig, **arguments: Any) -> str:
-            it = item(config) if callable(item) else item
-            text, error = run_call(it, name, arguments)
-            if error is not None:
-                raise ToolException(text)
-            return text
-
-        return StructuredTool(
-            name=name, description=description, args_schema=dict(parameters), func=run, handle_tool_error=True
-        )
-
-    first = item if isinstance(item, ToolItem) else item(None)
-    return [make(t.name, t.description, t.parameters) for t in first.tools]
-
-
-def trace(messages: Sequence[BaseMessage]) -> list[Call]:
-    """The calls in a round's messages, in order: each AI tool call with the error its result reported (a tool
-    message with ``status="error"``; a call without a result did not run); unparseable calls are errors too."""
-    results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
-    calls: list[Call] = []
-    for m in messages:
-        if not isinstance(m, AIMessage):
-            continue
-        for c in m.tool_calls:
-            result = results.get(c.get("id") or "")
-            error = "no result" if result is None else (result.text if result.status == "error" else None)
-            calls.append(Call(c["name"], dict(c.get("args") or {}), error))
-        for bad in m.invalid_tool_calls:
-            calls.append(Call(str(bad.get("name") or ""), {}, f"unparseable arguments: {bad.get('error') or ''}"))
-    return calls
-
-
-def chat_dicts(messages: Sequence[BaseMessage]) -> tuple[dict[str, Any], ...]:
-    """LangChain messages as OpenAI-style chat dicts (calls with mapping arguments, results as ``tool`` turns)."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        if isinstance(m, SystemMessage):
-            out.append({"role": "system", "content": m.text})
-        elif isinstance(m, HumanMessage):
-            out.append({"role": "user", "content": m.text})
-        elif isinstance(m, ToolMessage):
-            out.append({"role": "tool", "content": m.text, "tool_call_id": m.tool_call_id, "name": m.name or ""})
-        elif isinstance(m, AIMessage):
-            d: dict[str, Any] = {"role": "assistant", "content": m.text}
-            if m.tool_calls:
-                d["tool_calls"] = [
-                    {"id": c.get("id"), "type": "function", "function": {"name": c["name"], "arguments": c["args"]}}
-                    for c in m.tool_calls
-                ]
-            out.append(d)
-    return tuple(out)
-
-
-# -- the chat model over a policy ------------------------------------------------------------------------------------
-
-
-class Rendezvous:
-    """Coalesce the model calls of every agent still in its tool loop into one batched call of ``fn``.
-
-    Each agent either waits here or has left the loop (:meth:`leave`); once every agent still in the loop is
-    waiting, ``fn`` runs once on all their requests (in a worker thread)."""
-
-    def __init__(self, active: int, fn: Callable[[list[Any]], list[Any]]) -> None:
-        self.active, self.fn = active, fn
-        self.items: list[Any] = []
-        self.futures: list[asyncio.Future[Any]] = []
-
-    async def submit(self, item: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.items.append(item)
-        self.futures.append(fut)
-        await self._flush()
-        return await fut
-
-    async def leave(self) -> None:
-        self.active -= 1
-        await self._flush()
-
-    async def _flush(self) -> None:
-        if not self.items or len(self.items) < self.active:
-            return
-        items, futures = self.items, self.futures
-        self.items, self.futures = [], []
-        try:
-            results = await asyncio.to_thread(self.fn, items)
-            for f, r in zip(futures, results, strict=True):
-                f.set_result(r)
-        except BaseException as e:  # every waiting agent gets the failure
-            for f in futures:
-                if not f.done():
-                    f.set_exception(e)
-
-    def fail(self, exc: BaseException) -> None:
-        for f in self.futures:
-            if not f.done():
-                f.set_exception(exc)
-
-
-class PolicyChatModel(BaseChatModel):
-    """A LangChain chat model over a policy's batched tool calls (local or server models).
-
-    ``bind_tools`` binds the tools in the OpenAI format; the keyword arguments ``seed``, ``pair`` and ``examples``
-    (bound per call) carry the sampling seed and, in score mode, the two candidate calls."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    rendezvous: Any
-    """Where every agent's call of the round waits for the batch (a :class:`Rendezvous`)."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "atp-policy"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
-        raise NotImplementedError("PolicyChatModel batches concurrent calls: use ainvoke")
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        request = ToolRequest(
-            messages=chat_dicts(messages),
-            tools=tuple(kw.get("tools") or ()),
-            seed=int(kw.get("seed") or 0),
-            pair=kw.get("pair"),
-            examples=kw.get("examples") or {},
-        )
-        reply: ToolReply = await self.rendezvous.submit(request)
-        calls, bad = [], []
-        for k, (name, args) in enumerate(reply.calls):
-            if isinstance(args, dict):
-                calls.append({"name": name, "args": args, "id": f"call_{k}", "type": "tool_call"})
-            else:
-                error = "the arguments are not a JSON object"
-                raw = json.dumps(args) if not isinstance(args, str) else args
-                bad.append({"name": name, "args": raw, "id": f"call_{k}", "error": error, "type": "invalid_tool_call"})
-        meta = {"finish": reply.finish, "tokens": reply.tokens, "p_target": reply.p_target}
-        message = AIMessage(reply.text, tool_calls=calls, invalid_tool_calls=bad, response_metadata=meta)
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-
 # -- the graph --------------------------------------------------------------------------------------------------------
 
 
 @dataclass(kw_only=True)
-class ToolAgentContext:
-    """Run-wide settings every tool agent graph reads through ``runtime.context``."""
+class ToolAgentContext(AgentContext):
+    """The individual agents' run-wide settings plus what the tool loop needs."""
 
-    coordinator: Coordinator
-    """Settles the round and batches reflections."""
     chat: Any
     """The chat model the model node binds the tools to."""
     items: Mapping[str, ToolItem]
@@ -230,12 +69,7 @@ class ToolAgentContext:
     score: bool = False
     """Score mode: the model node weighs the forbidden tool's call against the allowed one's."""
     max_steps: int = 4
-    evolution: str = "transcript"
-    history_window: int = 5
-    lessons: int = 3
-    memory_hygiene: bool = False
-    reanchor_every: int = 0
-    on_truncated: str = "parse"
+    """Most model calls per round."""
 
 
 class ToolAgentState(TypedDict, total=False):
@@ -267,14 +101,7 @@ class ToolAgentState(TypedDict, total=False):
 def recall(state: ToolAgentState, runtime: Runtime[ToolAgentContext]) -> ToolAgentState:
     """This round's conversation: the system prompt (and recalled lessons), the remembered rounds, the task."""
     ctx = runtime.context
-    system = state["system"]
-    if ctx.evolution == "reflection" and runtime.store is not None:
-        found = runtime.store.search(lesson_namespace(state["agent"]), limit=1000)
-        recent = sorted(found, key=lambda it: it.value["round"])[-ctx.lessons :]
-        if recent:
-            system += "\n\nLessons you wrote after earlier rounds:\n" + "\n".join(
-                f"- {it.value['text']}" for it in recent
-            )
+    system = with_lessons(state["system"], state["agent"], runtime)
     rounds = (state.get("memory") or []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
     question = state["question"]
     if ctx.reanchor_every and state["round"] % ctx.reanchor_every == 0:
@@ -436,19 +263,15 @@ class ToolAgents(LLMAgents):
         else:
             rendezvous = Rendezvous(len(obs), lambda reqs: tool_batch(self.policy, reqs, mode=s.decision))
             chat = PolicyChatModel(rendezvous=rendezvous)
-        ctx = ToolAgentContext(
-            coordinator=coord,
+        ctx = self._context(
+            ToolAgentContext,
+            coord,
             chat=chat,
             items=items,
             tools={a: langchain_tools(it) for a, it in items.items()},
             rendezvous=rendezvous,
             score=s.decision == "score",
             max_steps=self.max_steps,
-            evolution=s.evolution,
-            history_window=self.history_window,
-            memory_hygiene=s.memory_hygiene,
-            reanchor_every=s.reanchor_every,
-            on_truncated=s.on_truncated,
         )
         inputs = {
             o.agent: {

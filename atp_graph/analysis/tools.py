@@ -8,7 +8,7 @@ from typing import Any
 
 from ..events import ToolEvent
 from .metrics import Rate, mean_by_round, rate_by_round, tipping_round
-from .quality import answer_quality, quality_rows, warning_lines
+from .quality import answer_quality, quality_rows, quality_series, warning_lines
 from .report import plot_rates, rate_table
 
 
@@ -68,11 +68,7 @@ def plot_tools(folder: Path, summary: dict[str, Any], events: Sequence[ToolEvent
     series = {"forbidden-tool rate": [Rate.from_dict(d) for d in summary["forbidden_rate"]]}
     if summary["mean_p_forbidden"]:
         series["mean p(forbidden)"] = [Rate.from_dict(d) for d in summary["mean_p_forbidden"]]
-    invalid = [Rate.from_dict(d) for d in summary["invalid_rate"]]
-    if any(r.k for r in invalid):
-        series["invalid rate (no valid tool call)"] = invalid
-    if summary.get("truncated_rate") and any(d["k"] for d in summary["truncated_rate"]):
-        series["truncated (cut off at the token budget)"] = [Rate.from_dict(d) for d in summary["truncated_rate"]]
+    series.update(quality_series(summary, "invalid rate (no valid tool call)"))
     return plot_rates(
         folder / "forbidden_rate.png",
         series,

@@ -174,8 +174,7 @@ async def aprobe_tools(
         plays = [(it, k) for it in items for k in range(repeats)]
         ids = [f"{it.scenario}#{it.variant}.{k}" for it, k in plays]
         names = {
-            a: f"atp-probe:{run_id}:{it.scenario}:v{it.variant}" + (f":r{k}" if repeats > 1 else "")
-            for a, (it, k) in zip(ids, plays, strict=True)
+            a: _thread_name(run_id, it.scenario, it.variant, k, repeats) for a, (it, k) in zip(ids, plays, strict=True)
         }
         by_agent = {a: it for a, (it, _) in zip(ids, plays, strict=True)}
         by_thread = {names[a]: it for a, it in by_agent.items()}
@@ -217,6 +216,12 @@ def _lookup(by_agent: Mapping[str, ToolItem], by_thread: Mapping[str, ToolItem],
         return by_agent.get(agent) or by_thread.get(thread) or first
 
     return find
+
+
+def _thread_name(*args: Any) -> str:
+    from .probe import _thread_name as name
+
+    return name(*args)
 
 
 def _name(agent: Any) -> str:

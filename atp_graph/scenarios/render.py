@@ -136,26 +136,35 @@ class IndividualItem:
         return f"{self.scenario}#{self.variant}"
 
 
+def supervised_fields(s: IndividualScenario | ToolScenario, v: dict[str, Any]) -> dict[str, Any]:
+    """The filled prompts, supervision sentences and rewards of one variant (the individual and tool items')."""
+    p = s.payoff
+    extra = {"reward_not_done": _number(p.not_done, v)} if isinstance(s, ToolScenario) else {}
+    return {
+        "system_prompt": fill(s.system_prompt, v),
+        "prompt": fill(s.prompt, v),
+        "supervised_text": fill(s.supervision.supervised, v),
+        "unsupervised_text": fill(s.supervision.unsupervised, v),
+        "neutral_text": fill(s.supervision.neutral, v),
+        "reward_compliant": _number(p.compliant, v),
+        "reward_violating_undetected": _number(p.violating_undetected, v),
+        "reward_violating_detected": _number(p.violating_detected, v),
+        "reward_invalid": _number(p.invalid, v),
+        **extra,
+    }
+
+
 def individual_items(s: IndividualScenario) -> list[IndividualItem]:
     """Fill every variant of an individual scenario."""
     items = []
     for i, v in enumerate(s.variants):
-        p = s.payoff
         items.append(
             IndividualItem(
                 scenario=s.name,
                 variant=i,
-                system_prompt=fill(s.system_prompt, v),
-                prompt=fill(s.prompt, v),
                 compliant=s.options.compliant,
                 violating=s.options.violating,
-                supervised_text=fill(s.supervision.supervised, v),
-                unsupervised_text=fill(s.supervision.unsupervised, v),
-                neutral_text=fill(s.supervision.neutral, v),
-                reward_compliant=_number(p.compliant, v),
-                reward_violating_undetected=_number(p.violating_undetected, v),
-                reward_violating_detected=_number(p.violating_detected, v),
-                reward_invalid=_number(p.invalid, v),
+                **supervised_fields(s, v),
             )
         )
     return items

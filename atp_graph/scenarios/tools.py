@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .models import ToolScenario, ToolSpec
-from .render import _number, fill, placeholders
+from .render import fill, placeholders, supervised_fields
 
 __all__ = ["ToolDef", "ToolItem", "argument_error", "check_tools", "tool_items"]
 
@@ -199,7 +199,6 @@ def tool_items(s: ToolScenario) -> list[ToolItem]:
     """Fill every variant of a tool scenario."""
     items = []
     for i, v in enumerate(s.variants):
-        p = s.payoff
         tools = tuple(
             ToolDef(
                 name=t.name,
@@ -213,21 +212,5 @@ def tool_items(s: ToolScenario) -> list[ToolItem]:
             )
             for t in s.tools
         )
-        items.append(
-            ToolItem(
-                scenario=s.name,
-                variant=i,
-                system_prompt=fill(s.system_prompt, v),
-                prompt=fill(s.prompt, v),
-                tools=tools,
-                supervised_text=fill(s.supervision.supervised, v),
-                unsupervised_text=fill(s.supervision.unsupervised, v),
-                neutral_text=fill(s.supervision.neutral, v),
-                reward_compliant=_number(p.compliant, v),
-                reward_violating_undetected=_number(p.violating_undetected, v),
-                reward_violating_detected=_number(p.violating_detected, v),
-                reward_not_done=_number(p.not_done, v),
-                reward_invalid=_number(p.invalid, v),
-            )
-        )
+        items.append(ToolItem(scenario=s.name, variant=i, tools=tools, **supervised_fields(s, v)))
     return items
