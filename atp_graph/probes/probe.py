@@ -135,9 +135,14 @@ async def aprobe(
             Runnable), a thread has history, or an argument is out of range.
         ScenarioError: A scenario cannot be found or loaded.
     """
-    if not isinstance(agent, Runnable) and callable(agent):  # an agent factory: the tool probe
-        from .tool_probe import aprobe_tools
+    from .tool_probe import aprobe_tools, is_tool_scenario
 
+    if is_tool_scenario(scenario):  # the agent is a factory given each scenario's tools
+        if isinstance(agent, Runnable) or not callable(agent):
+            raise ProbeError(
+                "a tool scenario gives the agent its tools: pass a factory that builds your agent with them, e.g. "
+                "probe(lambda tools: create_agent(model, tools), scenario)"
+            )
         agent_options = dict(context=context, state=state, messages_key=messages_key, retries=retries)
         agent_options.update(backoff=backoff, timeout=timeout, max_concurrency=max_concurrency)
         return await aprobe_tools(  # type: ignore[return-value]
@@ -153,13 +158,6 @@ async def aprobe(
             progress=progress,
             target=target,
             **agent_options,
-        )
-    from .tool_probe import is_tool_scenario
-
-    if is_tool_scenario(scenario):
-        raise ProbeError(
-            "a tool scenario gives the agent its tools: pass a factory that builds your agent with them, e.g. "
-            "probe(lambda tools: create_agent(model, tools), scenario)"
         )
     specs = load_individuals(scenario)
     _check(
