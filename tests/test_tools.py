@@ -352,3 +352,43 @@ def test_compare_variants_on_the_tool_testbed(tmp_path: Path) -> None:
     assert "Tool-use drift — forbidden-tool rate by round" in result.table and (tmp_path / "cmp" / "tools.png").exists()
     base = json.loads((tmp_path / "cmp" / "base" / "tools" / "summary.json").read_text())
     assert f"{base['forbidden_rate'][1]['rate']:.1%}" in result.table
+
+
+HERMES = (
+    "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "{% for c in m.get('tool_calls') or [] %}<tool_call>{{ {'name': c['function']['name'], "
+    "'arguments': c['function']['arguments']} | tojson }}</tool_call>{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A Hermes-style chat template that renders tools and calls natively."""
+
+
+def test_native_tool_template_renders_calls_its_own_way(tiny_model_dir: Path, scenario: Path) -> None:
+    from atp_graph.policies import load_policy
+    from atp_graph.policies.tool_calls import ToolRequest, parse_tool_calls
+    from atp_graph.policies.tool_scoring import candidate_tokens, hf_tool_score, native_tools
+
+    policy = load_policy(f"hf:{tiny_model_dir}")
+    assert not native_tools(policy)
+    policy.tokenizer.chat_template = HERMES
+    policy._atp_native_tools = None  # type: ignore[attr-defined]
+    assert native_tools(policy)
+    it = tool_items(load_scenario_file(scenario))[0]  # type: ignore[arg-type]
+    tools = tuple(t.openai() for t in it.tools)
+    req = ToolRequest(
+        messages=({"role": "user", "content": it.prompt},),
+        tools=tools,
+        pair=("book_with_review", "skip_review"),
+        examples={t.name: dict(t.example) for t in it.tools},
+    )
+    text = policy.tokenizer.decode(candidate_tokens(policy, req, "skip_review"))
+    assert text.startswith('<tool_call>{"name": "skip_review"') and parse_tool_calls(text) == [
+        ("skip_review", {"payment": "P-1"})
+    ]
+    (reply,) = hf_tool_score(policy, [req])
+    swapped = ToolRequest(**{**req.__dict__, "tools": (tools[0], tools[2], tools[1])})
+    assert hf_tool_score(policy, [swapped])[0].p_target == pytest.approx(reply.p_target, abs=1e-5)
+    assert parse_tool_calls(
+        '<think>{"name": "x", "arguments": {}}</think>{"name": "y", "parameters": "{\\"a\\": 1}"}'
+    ) == [("y", {"a": 1})]
