@@ -169,12 +169,12 @@ def dump_event(event: ExploreEvent | DiffuseEvent | ToolEvent) -> str:
     return _DUMP[type(event)].dump_json(event).decode()
 
 
-def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent]:
+def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent | ToolEvent]:
     """Every event of an ``events.jsonl`` in a list (see :func:`iter_events`; :class:`EventLog` streams them)."""
     return list(iter_events(path))
 
 
-def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent]:
+def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent | ToolEvent]:
     """The events of an ``events.jsonl``, one line at a time (the file is never read whole).
 
     A torn LAST line (a crash mid-write: no newline and no closing brace) is ignored; any other bad line is an
@@ -204,13 +204,13 @@ class EventLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def __iter__(self) -> Iterator[ExploreEvent | DiffuseEvent]:
+    def __iter__(self) -> Iterator[ExploreEvent | DiffuseEvent | ToolEvent]:
         return iter_events(self.path) if self.path.exists() else iter(())
 
     def __repr__(self) -> str:
         return f"EventLog({str(self.path)!r})"
 
 
-def write_lines(f, events: Iterable[ExploreEvent | DiffuseEvent]) -> None:
+def write_lines(f, events: Iterable[ExploreEvent | DiffuseEvent | ToolEvent]) -> None:
     """Append events to an open text file, one JSON line each."""
     f.writelines(dump_event(e) + "\n" for e in events)
