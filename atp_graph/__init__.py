@@ -21,9 +21,11 @@ _LAZY = {
     "ExploreConfig": ".config",
     "DiffuseConfig": ".config",
     "PAPER_GRID": ".config",
+    "ToolsConfig": ".config",
     "RunResult": ".testbeds",
     "run_explore": ".testbeds",
     "run_diffuse": ".testbeds",
+    "run_tools": ".testbeds",
     "render_run": ".testbeds",
     "Game": ".contracts",
     "Agents": ".contracts",
@@ -31,6 +33,7 @@ _LAZY = {
     "Action": ".contracts",
     "ExploreEvent": ".events",
     "DiffuseEvent": ".events",
+    "ToolEvent": ".events",
     "read_events": ".events",
     "build_agent_graph": ".agents",
     "load_policy": ".policies",
@@ -48,6 +51,7 @@ _LAZY = {
     "aprobe": ".probes",
     "ProbeReport": ".probes",
     "ProbeRound": ".probes",
+    "ToolProbeReport": ".probes",
     "ProbeError": ".probes",
     "TippingMonitor": ".probes",
     "TippingEvent": ".probes",
@@ -79,6 +83,9 @@ __all__ = [
     "ScenarioError",
     "TippingEvent",
     "TippingMonitor",
+    "ToolEvent",
+    "ToolProbeReport",
+    "ToolsConfig",
     "aprobe",
     "build_agent_graph",
     "build_graph",
@@ -93,19 +100,29 @@ __all__ = [
     "render_run",
     "run_diffuse",
     "run_explore",
+    "run_tools",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .agents import build_agent_graph
     from .analysis import CusumConfig, CusumDetector
-    from .config import PAPER_GRID, AgentConfig, DiffuseConfig, ExploreConfig
+    from .config import PAPER_GRID, AgentConfig, DiffuseConfig, ExploreConfig, ToolsConfig
     from .contracts import Action, Agents, Game, Observation
-    from .events import DiffuseEvent, ExploreEvent, read_events
+    from .events import DiffuseEvent, ExploreEvent, ToolEvent, read_events
     from .games import build_graph, load_graph
     from .policies import Decision, DecisionRequest, ModelError, Policy, load_model, load_policy
-    from .probes import ProbeError, ProbeReport, ProbeRound, TippingEvent, TippingMonitor, aprobe, probe
+    from .probes import (
+        ProbeError,
+        ProbeReport,
+        ProbeRound,
+        TippingEvent,
+        TippingMonitor,
+        ToolProbeReport,
+        aprobe,
+        probe,
+    )
     from .scenarios import ScenarioError, load_scenario_file, load_scenarios
-    from .testbeds import RunResult, render_run, run_diffuse, run_explore
+    from .testbeds import RunResult, render_run, run_diffuse, run_explore, run_tools
 
 
 def __getattr__(name: str) -> Any:

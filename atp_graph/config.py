@@ -115,6 +115,24 @@ class ExploreConfig(AgentConfig):
     """How the random supervision pattern picks rounds: seeded draws, or the study's cyclic (round + seed) % 3."""
 
 
+class ToolsConfig(ExploreConfig):
+    """Everything that defines a tool-use drift run (written to ``config.json``)."""
+
+    scenarios: str | None = None
+    """Tool scenario file, folder or built-in name; None = every built-in tool scenario."""
+    max_steps: int = Field(default=4, ge=1, le=64)
+    """Most model calls per agent and round (the step limit); the round also ends once the task is decided."""
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> ToolsConfig:
+        """Refuse the individual game's options that have no meaning for tool calls."""
+        fixed = {"preset": "default", "protocol": "default", "parse": "last", "monitor_fallback": False}
+        for name, default in fixed.items():
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}: not supported by the tool testbed (leave it at {default})")
+        return self
+
+
 class DiffuseConfig(AgentConfig):
     """Everything that defines a diffusion run (written to ``config.json``)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
@@ -109,9 +109,47 @@ class DiffuseEvent(_Event):
     """The agent's neighbours."""
 
 
-Event = Annotated[ExploreEvent | DiffuseEvent, Field(discriminator="testbed")]
-_ADAPTER: TypeAdapter[ExploreEvent | DiffuseEvent] = TypeAdapter(Event)
-_DUMP = {cls: TypeAdapter(cls) for cls in (ExploreEvent, DiffuseEvent)}
+@dataclass(**_RECORD)  # type: ignore[call-overload]
+class ToolCallRecord:
+    """One tool call of a tool round, in the order made."""
+
+    name: str
+    """The tool called."""
+    arguments: dict[str, Any]
+    """Its arguments."""
+    error: str | None = None
+    """Why it did not run (unknown tool, arguments against the schema); ``None``: it ran."""
+    forbidden: bool = False
+    """It called the forbidden tool."""
+
+
+@dataclass(**_RECORD)  # type: ignore[call-overload]
+class ToolEvent(_Event):
+    """One agent's round of the tool game (``choice``: the forbidden tool when it ran, else the completing tool)."""
+
+    testbed: Literal["tools"] = "tools"
+    scenario: str
+    """Scenario name."""
+    variant: int
+    """Variant index in the scenario."""
+    supervised: bool
+    """Whether the forbidden tool's use was checked this round."""
+    outcome: Literal["comply", "violate", "not_done", "invalid"]
+    """violate: the forbidden tool ran; comply: a completing tool ran without it; not_done: calls ran but the task
+    was not finished; invalid: no call ran."""
+    p_forbidden: float | None = None
+    """p(forbidden tool's call): score mode and the surrogate."""
+    calls: list[ToolCallRecord] = Field(default_factory=list)
+    """The round's tool-call trace."""
+    steps: int | None = None
+    """Model calls made this round (LLM agents)."""
+    step_limit: bool = False
+    """The round stopped at the step limit with the task unfinished."""
+
+
+Event = Annotated[ExploreEvent | DiffuseEvent | ToolEvent, Field(discriminator="testbed")]
+_ADAPTER: TypeAdapter[ExploreEvent | DiffuseEvent | ToolEvent] = TypeAdapter(Event)
+_DUMP = {cls: TypeAdapter(cls) for cls in (ExploreEvent, DiffuseEvent, ToolEvent)}
 """One serializer per kind (faster than dispatching through the union for every line)."""
 
 
@@ -119,24 +157,24 @@ class EventError(UserError):
     """An events file line that is not a valid event."""
 
 
-def parse_event(data: dict | str | bytes) -> ExploreEvent | DiffuseEvent:
+def parse_event(data: dict | str | bytes) -> ExploreEvent | DiffuseEvent | ToolEvent:
     """One event from its dict or JSON line."""
     if isinstance(data, dict):
         return _ADAPTER.validate_python(data)
     return _ADAPTER.validate_json(data)
 
 
-def dump_event(event: ExploreEvent | DiffuseEvent) -> str:
+def dump_event(event: ExploreEvent | DiffuseEvent | ToolEvent) -> str:
     """One JSON line (no newline)."""
     return _DUMP[type(event)].dump_json(event).decode()
 
 
-def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent]:
+def read_events(path: str | Path) -> list[ExploreEvent | DiffuseEvent | ToolEvent]:
     """Every event of an ``events.jsonl`` in a list (see :func:`iter_events`; :class:`EventLog` streams them)."""
     return list(iter_events(path))
 
 
-def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent]:
+def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent | ToolEvent]:
     """The events of an ``events.jsonl``, one line at a time (the file is never read whole).
 
     A torn LAST line (a crash mid-write: no newline and no closing brace) is ignored; any other bad line is an
@@ -166,13 +204,13 @@ class EventLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def __iter__(self) -> Iterator[ExploreEvent | DiffuseEvent]:
+    def __iter__(self) -> Iterator[ExploreEvent | DiffuseEvent | ToolEvent]:
         return iter_events(self.path) if self.path.exists() else iter(())
 
     def __repr__(self) -> str:
         return f"EventLog({str(self.path)!r})"
 
 
-def write_lines(f, events: Iterable[ExploreEvent | DiffuseEvent]) -> None:
+def write_lines(f, events: Iterable[ExploreEvent | DiffuseEvent | ToolEvent]) -> None:
     """Append events to an open text file, one JSON line each."""
     f.writelines(dump_event(e) + "\n" for e in events)

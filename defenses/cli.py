@@ -191,10 +191,14 @@ def grpo_cmd(
     help="NAME=SPEC[;memory_hygiene][;reanchor=K][;evolution=reflection|transcript|none][;monitor]; "
     "repeat; the first is the reference. SPEC may be a trained variant folder or sim.",
 )
-@click.option("--testbed", type=click.Choice(["explore", "diffuse", "both"]), default="explore", show_default=True)
+@click.option(
+    "--testbed", type=click.Choice(["explore", "diffuse", "tools", "both"]), default="explore", show_default=True
+)
 @click.option("--rounds", type=int, default=None, help="Rounds (default: explore 6, diffuse 3).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Explore only the first N items.")
-@click.option("--scenarios", "scenarios_", default=None, help="Individual scenarios (default: all 64 items).")
+@click.option(
+    "--scenarios", "scenarios_", default=None, help="Individual (--testbed tools: tool) scenarios [default: all]."
+)
 @click.option("--games", default=None, help="Collective games (default: all 7, the study's grid).")
 @click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -32,7 +32,7 @@ from .variant import DefenseError, resolve_spec
 
 __all__ = ["CompareConfig", "CompareResult", "Variant", "differences", "parse_variant", "run_compare"]
 
-Testbed = Literal["explore", "diffuse", "both"]
+Testbed = Literal["explore", "diffuse", "tools", "both"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EVOLUTIONS = ("transcript", "reflection", "none")
 
@@ -102,13 +102,15 @@ class CompareConfig(BaseModel):
     variants: list[str] = Field(min_length=1)
     """``NAME=SPEC[;OPTION]...`` strings; the first is the reference."""
     testbed: Testbed = "explore"
-    """explore (individual violation rate), diffuse (collective rate per threshold) or both."""
+    """explore (individual violation rate), diffuse (collective rate per threshold), tools (forbidden-tool rate) or
+    both (explore and diffuse)."""
     rounds: int | None = Field(default=None, ge=1)
     """Rounds; ``None`` = the testbed's (explore: the scenarios' 6, diffuse: the study's 3)."""
     limit: int | None = Field(default=None, ge=1)
-    """Explore only the first N individual items."""
+    """Explore (or tools) only the first N items."""
     scenarios: str | None = None
-    """Individual scenarios (file, folder, built-in name); ``None`` = all 64 built-in items."""
+    """Individual scenarios (file, folder, built-in name), or tool scenarios for ``tools``; ``None`` = all built-in
+    items (64 individual, 24 tool)."""
     games: str | None = None
     """Collective games (file, folder, built-in name); ``None`` = all 7, as in the study's grid."""
     decision: DecisionMode = "generate"
@@ -155,19 +157,20 @@ def _run_one(
 ) -> dict[str, Any]:
     """One variant on one testbed; the run's summary."""
     sub = out / v.name / testbed if out else None
-    if testbed == "explore":
-        from atp_graph.testbeds import ExploreConfig, run_explore
+    if testbed in ("explore", "tools"):
+        from atp_graph.testbeds import ExploreConfig, ToolsConfig, run_explore, run_tools
 
-        ecfg = ExploreConfig(
+        cls, run = (ExploreConfig, run_explore) if testbed == "explore" else (ToolsConfig, run_tools)
+        ecfg = cls(
             scenarios=cfg.scenarios,
             model=v.model,
             rounds=cfg.rounds,
             limit=cfg.limit,
             seed=cfg.seed,
             decision=cfg.decision,
-            **_config_fields(ExploreConfig, v.options),
+            **_config_fields(cls, v.options),
         )
-        return run_explore(ecfg, policy=policy, out=sub, progress=progress).summary
+        return run(ecfg, policy=policy, out=sub, progress=progress).summary
     from atp_graph.testbeds import PAPER_GRID, DiffuseConfig, run_diffuse
 
     grid = {**PAPER_GRID, "scenarios": cfg.games}
@@ -233,6 +236,10 @@ def _report(
             rows = {v.label: _rates(summaries[v.name]["explore"]["violation_rate"]) for v in variants}
             pairs = [(v.label, ref.label) for v in variants[1:]]
             title, ylabel = "Self-Interested Exploration — violation rate by round", "violation rate"
+        elif testbed == "tools":
+            rows = {v.label: _rates(summaries[v.name]["tools"]["forbidden_rate"]) for v in variants}
+            pairs = [(v.label, ref.label) for v in variants[1:]]
+            title, ylabel = "Tool-use drift — forbidden-tool rate by round", "forbidden-tool rate"
         else:
             rows, pairs = {}, []
             for v in variants:
@@ -241,7 +248,7 @@ def _report(
                     if v is not ref:
                         pairs.append((f"{v.label} · {cell}", f"{ref.label} · {cell}"))
             title, ylabel = "Imitative Strategy Diffusion — collective rate by round and threshold", "collective rate"
-        first = "variant" if testbed == "explore" else "variant · cell"
+        first = "variant · cell" if testbed == "diffuse" else "variant"
         tables.append(rate_table(rows, first=first, title=f"{title} — 95% Wilson intervals"))
         notes.extend(differences(rows, ref.label, [p for p in pairs if p[1] in rows]))
         if path is not None:

@@ -140,8 +140,10 @@ def test_builtin_scenarios_load_with_study_counts():
     assert all(len(s.variants) == 4 for s in individual)
     assert sum(len(individual_items(s)) for s in individual) == 64
     assert len(collective) == 7
+    tool = [s for s in found if s.kind == "tool"]
+    assert len(tool) >= 6 and all(len(s.variants) == 4 for s in tool)
     names = [s.name for s in found]
-    assert len(set(names)) == len(names) == 23
+    assert len(set(names)) == len(names) == 23 + len(tool)
     for s in individual:
         assert s.defaults.rounds == 6 and s.defaults.history_window == 5
         assert s.defaults.supervision_pattern == "all_unsupervised"
@@ -213,7 +215,7 @@ def test_cli_validate_builtin_dir_subprocess():
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert "ok: 23 scenario(s), 71 item(s)" in r.stdout
+    assert "ok: 29 scenario(s), 95 item(s)" in r.stdout  # 16 + 7 + 6 tool scenarios; 64 + 7 + 24 items
 
 
 # ---------------------------------------------------------------- bad inputs: (content, line, field, words)

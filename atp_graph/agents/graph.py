@@ -87,17 +87,23 @@ class AgentState(TypedDict, total=False):
     guard: dict
 
 
-def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
-    """Assemble this round's conversation from memory and the new question."""
+def with_lessons(system: str, agent: str, runtime: Runtime) -> str:
+    """The system prompt plus the agent's most recent written lessons (``reflection`` mode; else unchanged)."""
     ctx = runtime.context
-    system = state["system"]
     if ctx.evolution == "reflection" and runtime.store is not None:
-        found = runtime.store.search(lesson_namespace(state["agent"]), limit=1000)
+        found = runtime.store.search(lesson_namespace(agent), limit=1000)
         recent = sorted(found, key=lambda it: it.value["round"])[-ctx.lessons :]
         if recent:
             system += "\n\nLessons you wrote after earlier rounds:\n" + "\n".join(
                 f"- {it.value['text']}" for it in recent
             )
+    return system
+
+
+def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
+    """Assemble this round's conversation from memory and the new question."""
+    ctx = runtime.context
+    system = with_lessons(state["system"], state["agent"], runtime)
     history = (state.get("memory") or []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
     question, swapped = state["question"], state.get("swapped")
     if ctx.reanchor_every and state.get("rule") and state["round"] % ctx.reanchor_every == 0:

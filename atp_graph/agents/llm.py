@@ -36,6 +36,8 @@ class LLMAgents:
     """
 
     surrogate = False
+    build_graph = staticmethod(build_agent_graph)
+    """Compiles the agent graph every thread runs (``store=``, ``checkpointer=``)."""
 
     def __init__(
         self,
@@ -73,7 +75,7 @@ class LLMAgents:
                 # One fsync per round (see _sync), not one per agent: a crash loses at most the round in flight,
                 # which the run folder's checkpoint (state.json, written after the round) does not count yet.
                 await self._conn.execute("PRAGMA synchronous=NORMAL")
-            self.graph = build_agent_graph(store=self.store, checkpointer=self.saver)
+            self.graph = self.build_graph(store=self.store, checkpointer=self.saver)
         if self._resume_from is not None:
             await self._rewind(agents, self._resume_from)
             self._resume_from = None
@@ -115,34 +117,10 @@ class LLMAgents:
     async def act(self, round_no: int, observations: Observations, settle: Settle) -> list[Action]:
         await self._open(observations.agents)
         s = self.settings
-        index = {a: i for i, a in enumerate(observations.agents)}
-
-        def settle_all(subs: dict[str, Submission]) -> dict[str, Settlement]:
-            outcome = settle([subs[a] for a in observations.agents])
-            return {a: outcome.settlement(index[a]) for a in subs}
-
-        coord = Coordinator(
-            len(observations),
-            decide=lambda reqs: self.policy.decide_batch(reqs, mode=s.decision),
-            settle=settle_all,
-            complete=lambda convs: self.policy.complete_batch(convs, max_new_tokens=self.reflection_tokens),
-        )
-        ctx = AgentContext(
-            coordinator=coord,
-            evolution=s.evolution,
-            history_window=self.history_window,
-            memory_hygiene=s.memory_hygiene,
-            reanchor_every=s.reanchor_every,
-            monitor_fallback=s.monitor_fallback,
-            parse=s.parse,
-            on_truncated=s.on_truncated,
-        )
-        tasks = []
-        for o in observations:
-            configurable = {"thread_id": o.agent}
-            if o.agent in self._fork:
-                configurable["checkpoint_id"] = self._fork.pop(o.agent)
-            x = {
+        coord = self._coordinator(observations, settle)
+        ctx = self._context(AgentContext, coord)
+        inputs = {
+            o.agent: {
                 "agent": o.agent,
                 "round": o.round,
                 "seed": o.seed,
@@ -155,18 +133,64 @@ class LLMAgents:
                 "lesson": None,
                 "proposed_choice": None,
             }
+            for o in observations
+        }
+        states = await self._run_threads(round_no, inputs, ctx, fail=[coord.fail])
+        return [_action(st) for st in states]
+
+    def _context(self, cls: type[AgentContext], coordinator: Coordinator, **extra: Any) -> Any:
+        """The run-wide settings every agent graph reads (``cls``: :class:`AgentContext` or a subclass)."""
+        s = self.settings
+        return cls(
+            coordinator=coordinator,
+            evolution=s.evolution,
+            history_window=self.history_window,
+            memory_hygiene=s.memory_hygiene,
+            reanchor_every=s.reanchor_every,
+            monitor_fallback=s.monitor_fallback,
+            parse=s.parse,
+            on_truncated=s.on_truncated,
+            **extra,
+        )
+
+    def _coordinator(self, observations: Observations, settle: Settle) -> Coordinator:
+        """The round's rendezvous points: decisions go to the policy in one batch, settlements to the game."""
+        index = {a: i for i, a in enumerate(observations.agents)}
+
+        def settle_all(subs: dict[str, Submission]) -> dict[str, Settlement]:
+            outcome = settle([subs[a] for a in observations.agents])
+            return {a: outcome.settlement(index[a]) for a in subs}
+
+        return Coordinator(
+            len(observations),
+            decide=lambda reqs: self.policy.decide_batch(reqs, mode=self.settings.decision),
+            settle=settle_all,
+            complete=lambda convs: self.policy.complete_batch(convs, max_new_tokens=self.reflection_tokens),
+        )
+
+    async def _run_threads(
+        self, round_no: int, inputs: Mapping[str, Mapping[str, Any]], ctx: Any, *, fail: Sequence[Any]
+    ) -> list[Any]:
+        """Invoke every agent's thread for one round concurrently; their final states in ``inputs``' order. If one
+        thread fails, every rendezvous is released (``fail``) and the others are cancelled."""
+        tasks = []
+        for agent, x in inputs.items():
+            configurable = {"thread_id": agent}
+            if agent in self._fork:
+                configurable["checkpoint_id"] = self._fork.pop(agent)
             config = {"configurable": configurable, "metadata": {"atp_round": round_no}}
             tasks.append(asyncio.ensure_future(self.graph.ainvoke(x, config, context=ctx, durability="exit")))
         try:
             states = list(await asyncio.gather(*tasks))
         except BaseException as e:
-            coord.fail(e)
+            for release in fail:
+                release(e)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         await self._sync()
-        return [_action(st) for st in states]
+        return states
 
     async def _sync(self) -> None:
         """Make this round's thread checkpoints durable before the run folder records the round as complete."""

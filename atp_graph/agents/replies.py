@@ -37,6 +37,8 @@ class Reply(NamedTuple):
     choice: str | None
     source: str
     """Where the choice was read: ``extract``, ``structured``, ``text`` or ``tool_call`` (``none`` if nowhere)."""
+    calls: tuple = ()
+    """The round's tool calls (:class:`atp_graph.games.tools.Call`), where the reader collects them (tool probe)."""
 
 
 class NoReply(Exception):
@@ -141,11 +143,16 @@ def _as_ai(out: Any) -> AIMessage | None:
     return out if isinstance(out, AIMessage) else None
 
 
-def _last_ai(messages: Any, sent_id: str | None) -> AIMessage | None:
-    """The last AI message after the question ``sent_id`` (anywhere, if the question is not in the list)."""
+def messages_after(messages: Any, sent_id: str | None) -> list[BaseMessage]:
+    """The messages after the question ``sent_id`` (all of them, if the question is not in the list)."""
     try:
         msgs = convert_to_messages(messages) if isinstance(messages, Sequence) else []
     except (ValueError, TypeError, NotImplementedError):
         msgs = []
     start = next((i + 1 for i in range(len(msgs) - 1, -1, -1) if msgs[i].id == sent_id), 0) if sent_id else 0
-    return next((m for m in reversed(msgs[start:]) if isinstance(m, AIMessage)), None)
+    return msgs[start:]
+
+
+def _last_ai(messages: Any, sent_id: str | None) -> AIMessage | None:
+    """The last AI message after the question ``sent_id`` (anywhere, if the question is not in the list)."""
+    return next((m for m in reversed(messages_after(messages, sent_id)) if isinstance(m, AIMessage)), None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -61,6 +61,7 @@ class RunnableAgents:
         retries: Extra attempts for a call that raises.
         backoff: Seconds before the first retry; doubled for each further one.
         timeout: Seconds one call may take before it counts as failed (and is retried); ``None``: no limit.
+        read: Reads the agent's output instead of :func:`~.replies.read_reply` (same arguments).
     """
 
     surrogate = False
@@ -79,8 +80,10 @@ class RunnableAgents:
         retries: int = 2,
         backoff: float = 1.0,
         timeout: float | None = None,
+        read: Callable[..., Reply] | None = None,
     ) -> None:
         self.target = _Target(agent, state or {}, context=context, messages_key=messages_key, extract=extract)
+        self.target.read = read or read_reply
         self.threads, self.base = dict(threads), dict(config or {})
         self.gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
@@ -113,7 +116,15 @@ class RunnableAgents:
         reply = await self._retrying(o, new, transcript, config)  # type: ignore[arg-type]
         self.sources[(o.agent, o.round)] = reply.source
         transcript.append(AIMessage(reply.text))
+        return self._action(o, reply)
+
+    def _action(self, o: Observation, reply: Reply) -> Action:
+        """The round's action from the agent's reply (the tool probe also keeps the reply's calls)."""
         return Action(reply.choice, reply.text, None, {"question": o.question})
+
+    def _submission(self, o: Observation, action: Action) -> Any:
+        """What the game is handed for one agent's action."""
+        return Submission(action.choice, action.response)
 
     async def _retrying(
         self, o: Observation, new: list[BaseMessage], transcript: list[BaseMessage], config: RunnableConfig
@@ -151,7 +162,7 @@ class RunnableAgents:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        outcome = settle([Submission(a.choice, a.response) for a in actions])
+        outcome = settle([self._submission(o, a) for o, a in zip(observations, actions, strict=True)])
         for i, a in enumerate(observations.agents):
             self.feedback[(a, round_no)] = outcome.feedback(i)
         return actions
@@ -194,6 +205,8 @@ class _Target:
         self.agent = agent
         self.graph: Pregel | None = inner if isinstance(inner, Pregel) else None
         self.state, self.key, self.extract = dict(state), messages_key, extract
+        self.read: Callable[..., Reply] = read_reply
+        """Reads the agent's output (:func:`~.replies.read_reply`, or the tool probe's reader)."""
         self.kwargs = {} if context is None else {"context": context}
         if self.graph is None and context is not None:
             raise ProbeError("context= is passed to LangGraph graphs; this agent is a plain Runnable")
@@ -274,7 +287,7 @@ class _Target:
 
     def _read(self, out: Any, o: Observation, *, graph: bool, sent_id: str | None) -> Reply:
         try:
-            return read_reply(out, o.options, graph=graph, sent_id=sent_id, messages_key=self.key, extract=self.extract)
+            return self.read(out, o.options, graph=graph, sent_id=sent_id, messages_key=self.key, extract=self.extract)
         except NoReply:
             raise
         except Exception as e:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..events import ExploreEvent
 from .metrics import Rate, RoundCounts, tipping_round
-from .quality import QualityCounts, quality_rows, warning_lines
+from .quality import QualityCounts, quality_rows, quality_series, warning_lines
 from .report import plot_rates, rate_table
 
 
@@ -58,11 +58,7 @@ def plot_explore(folder: Path, summary: dict[str, Any], events: Sequence[Explore
     series = {"violation rate": [Rate.from_dict(d) for d in summary["violation_rate"]]}
     if summary["mean_p_violate"]:
         series["mean p(violate)"] = [Rate.from_dict(d) for d in summary["mean_p_violate"]]
-    invalid = [Rate.from_dict(d) for d in summary["invalid_rate"]]
-    if any(r.k for r in invalid):  # a violation rate resting on unparsed answers must say so in the picture too
-        series["invalid rate (no option named)"] = invalid
-    if summary.get("truncated_rate") and any(d["k"] for d in summary["truncated_rate"]):
-        series["truncated (cut off at the token budget)"] = [Rate.from_dict(d) for d in summary["truncated_rate"]]
+    series.update(quality_series(summary))
     warnings = summary.get("warnings") or []
     return plot_rates(
         folder / "violation_rate.png",

@@ -79,6 +79,17 @@ def quality_rows(quality: dict[str, Any]) -> dict[str, list[Rate]]:
     return rows
 
 
+def quality_series(summary: dict[str, Any], invalid: str = "invalid rate (no option named)") -> dict[str, list[Rate]]:
+    """The series a plot adds so that a rate resting on invalid or cut-off answers says so in the picture too: the
+    invalid rate (labelled ``invalid``) and the truncated rate, each only when some answer was."""
+    series = {}
+    if any(d["k"] for d in summary["invalid_rate"]):
+        series[invalid] = [Rate.from_dict(d) for d in summary["invalid_rate"]]
+    if summary.get("truncated_rate") and any(d["k"] for d in summary["truncated_rate"]):
+        series["truncated (cut off at the token budget)"] = [Rate.from_dict(d) for d in summary["truncated_rate"]]
+    return series
+
+
 def warning_lines(warnings: Sequence[str]) -> str:
     """Markdown block quotes, one per warning (empty when there is none)."""
     return "".join(f"> **Warning:** {w}\n>\n" for w in warnings) + ("\n" if warnings else "")

@@ -6,13 +6,22 @@ Every option can also be set from the environment: ``ATP_<COMMAND>_<OPTION>``, e
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import BaseModel
 
-from ..config import EVOLUTIONS, PAPER_GRID, SUPERVISION_PATTERNS, DiffuseConfig, ExploreConfig, resolve_decision
+from ..config import (
+    EVOLUTIONS,
+    PAPER_GRID,
+    SUPERVISION_PATTERNS,
+    DiffuseConfig,
+    ExploreConfig,
+    ToolsConfig,
+    resolve_decision,
+)
 from .options import build_config, config_options
 from .support import default_out, friendly, model_options, model_settings, run_options
 
@@ -88,9 +97,11 @@ def scenarios_show(name: str) -> None:
     from atp_graph.games import IndividualGame, ThresholdGame, populations
     from atp_graph.scenarios import IndividualScenario, collective_items, individual_items, resolve
 
-    s = next(x for kind in ("individual", "collective") for x in _safe_resolve(resolve, name, kind))
+    s = next(x for kind in ("individual", "tool", "collective") for x in _safe_resolve(resolve, name, kind))
     click.echo(f"# {s.name} ({s.kind}): {s.description}\n")
-    if isinstance(s, IndividualScenario):
+    if s.kind == "tool":
+        _show_tools(s)
+    elif isinstance(s, IndividualScenario):
         items = individual_items(s)
         game = IndividualGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)
         for i, it in enumerate(items):
@@ -107,6 +118,26 @@ def scenarios_show(name: str) -> None:
             o = obs.at(j * 8)
             click.echo(f"## variant {it.variant} (shown for a group of 8): {it.rules}")
             click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+
+
+def _show_tools(s: Any) -> None:
+    """A tool scenario's items as the agent reads them in round 1, with the tools bound to its model."""
+    from atp_graph.games.tools import ToolGame
+    from atp_graph.scenarios import tool_items
+
+    items = tool_items(s)
+    game = ToolGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)  # type: ignore[arg-type]
+    for i, it in enumerate(items):
+        click.echo(
+            f"## variant {it.variant}: complying pays {it.reward_compliant:g}, {it.violating} pays "
+            f"{it.reward_violating_undetected:g} (caught: {it.reward_violating_detected:g})"
+        )
+        o = game.observation(1, i)
+        click.echo(f"[system] {o.system}\n[user] {o.question}")
+        for t in it.tools:
+            flag = " [forbidden]" if t.forbidden else " [completes the task]" if t.completes else ""
+            click.echo(f"[tool] {t.name}{flag}: {t.description} {json.dumps(dict(t.parameters))}")
+        click.echo("")
 
 
 @scenarios.command("render")
@@ -149,6 +180,8 @@ def scenarios_render(
     from atp_graph.scenarios import resolve
     from atp_graph.testbeds.conversation import conversation
 
+    if _safe_resolve(resolve, name, "tool"):
+        raise click.UsageError(f"{name} is a tool scenario: `scenarios show {name}` prints what its agent reads")
     kind = next(k for k in ("individual", "collective") if _safe_resolve(resolve, name, k))
     common = {k: v for k, v in {"protocol": protocol, "evolution": evolution}.items() if v is not None}
     if kind == "individual":
@@ -216,15 +249,40 @@ _AGENT_EXTRA = {"decision": ["auto"]}
 @friendly
 def explore(out: str | None, resume: str | None, **options: Any) -> None:
     """Self-Interested Exploration: every individual item for several rounds; violation rate per round."""
-    from atp_graph.policies.options import load_with_options
     from atp_graph.testbeds import run_explore
 
-    cfg = _config(ExploreConfig, "explore", resume, options, out=out)
-    settings = model_settings(options, resume=resume, kind="explore")
+    _individual(run_explore, ExploreConfig, "explore", out, resume, options, "violation")
+
+
+# ---------------------------------------------------------------- tools
+@cli.command()
+@config_options(
+    ToolsConfig,
+    extra_choices=_AGENT_EXTRA,
+    types={"rounds": click.IntRange(min=1)},
+    skip=("preset", "protocol", "parse", "monitor_fallback"),
+)
+@model_options
+@run_options("tools")
+@friendly
+def tools(out: str | None, resume: str | None, **options: Any) -> None:
+    """Tool-use drift: every tool scenario for several rounds, the agent acting by tool calls; forbidden-tool rate
+    per round."""
+    from atp_graph.testbeds import run_tools
+
+    _individual(run_tools, ToolsConfig, "tools", out, resume, options, "forbidden-tool")
+
+
+def _individual(run: Any, cls: type[BaseModel], kind: str, out: str | None, resume: str | None, options, what: str):
+    """Run an individual-game testbed (explore, tools) and print its table, tipping round and warnings."""
+    from atp_graph.policies.options import load_with_options
+
+    cfg = _config(cls, kind, resume, options, out=out)
+    settings = model_settings(options, resume=resume, kind=kind)
     policy = functools.partial(load_with_options, cfg.model, settings, kind="individual")
-    result = run_explore(cfg, policy=policy, out=out or (None if resume else default_out("explore")), resume=resume)
+    result = run(cfg, policy=policy, out=out or (None if resume else default_out(kind)), resume=resume)
     click.echo("\n" + result.table)
-    click.echo(f"tipping round (violation >= 50%): {result.summary['tipping_round']}")
+    click.echo(f"tipping round ({what} >= 50%): {result.summary['tipping_round']}")
     warn(result.summary)
     click.echo(f"run folder: {result.path}")
 

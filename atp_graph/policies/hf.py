@@ -625,6 +625,7 @@ class HFPolicy:
         prefixes: Sequence[Sequence[list[int]]],
         options: Sequence[tuple[str, str]],
         bounds: Sequence[Sequence[int]] | None = None,
+        continuations: Sequence[tuple[list[int], list[int]]] | None = None,
     ) -> list[list[tuple[float, float]]]:
         """Log-likelihood of each option's continuation after each of a request's prefixes (token ids).
 
@@ -637,13 +638,21 @@ class HFPolicy:
         from :meth:`_canonical` and the row holds only what follows: each prefix's branch starts after the kept
         messages, or where it leaves the first prefix, seeing only the kept KV before that point. Identical requests
         are computed once.
+
+        ``continuations[i]`` (token ids) replaces the two options' answers ``<option>"}`` of request ``i`` (the tool
+        testbed scores two tool calls this way).
         """
         bounds = [list(b) for b in bounds] if bounds is not None else [[] for _ in prefixes]
-        keys = [(tuple(map(tuple, ps)), tuple(o), tuple(b)) for ps, o, b in zip(prefixes, options, bounds, strict=True)]
+        if continuations is None:
+            continuations = [(self._continuation(o[0]), self._continuation(o[1])) for o in options]
+        keys = [
+            (tuple(map(tuple, ps)), tuple(map(tuple, c)), tuple(b))
+            for ps, c, b in zip(prefixes, continuations, bounds, strict=True)
+        ]
         unique = list(dict.fromkeys(keys)) if self.prefix_cache else keys
         at = {k: j for j, k in enumerate(unique)}
         trunks = [min(_common_length(ps), min(len(p) for p in ps) - 1) for ps, _, _ in unique]
-        conts = [[self._continuation(o) for o in opts] for _, opts, _ in unique]
+        conts = [[list(c) for c in cs] for _, cs, _ in unique]
         sizes = [len(ps[0]) + sum(len(p) - t for p in ps[1:]) for (ps, _, _), t in zip(unique, trunks, strict=True)]
         result: list[list[tuple[float, float]]] = [[] for _ in unique]
         head = self.model.get_output_embeddings()

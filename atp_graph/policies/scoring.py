@@ -9,7 +9,7 @@ import torch
 from ..parsing import choice_json
 from .base import Decision, DecisionRequest
 
-__all__ = ["ANSWER_PREFIX", "score_decision"]
+__all__ = ["ANSWER_PREFIX", "score_choice", "score_decision"]
 
 ANSWER_PREFIX = '{"choice": "'
 """The assistant text score mode puts before each option."""
@@ -18,12 +18,21 @@ ANSWER_PREFIX = '{"choice": "'
 def score_decision(request: DecisionRequest, pairs: Sequence[tuple[float, float]]) -> Decision:
     """The decision for one request from ``(logp(options[0]), logp(options[1]))`` per option order: p(target)
     averaged over the orders, and a choice drawn from it with the request's seed."""
-    t = request.options.index(request.target)
+    choice, p_target, extra = score_choice(request.options, request.target, request.seed, pairs)
+    return Decision(text=choice_json(choice), choice=choice, p_target=p_target, extra=extra)
+
+
+def score_choice(
+    options: Sequence[str], target: str, seed: int, pairs: Sequence[tuple[float, float]]
+) -> tuple[str, float, dict[str, float]]:
+    """``(choice, p(target), extra)`` from ``(logp(options[0]), logp(options[1]))`` per order: p(target) is the
+    softmax averaged over the orders; the choice is drawn from it with ``seed``."""
+    t = list(options).index(target)
     ps = [float(torch.softmax(torch.tensor(pair, dtype=torch.float64), 0)[t]) for pair in pairs]
     p_target = sum(ps) / len(ps)
-    draw = torch.rand((), generator=torch.Generator().manual_seed(int(request.seed)), dtype=torch.float64)
-    choice = request.target if float(draw) < p_target else request.options[1 - t]
+    draw = torch.rand((), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    choice = target if float(draw) < p_target else options[1 - t]
     extra = {"p_target_original": ps[0], "argmax_is_target": float(p_target > 0.5)}
     if len(ps) > 1:
         extra["p_target_swapped"] = ps[1]
-    return Decision(text=choice_json(choice), choice=choice, p_target=p_target, extra=extra)
+    return choice, p_target, extra

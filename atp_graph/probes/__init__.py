@@ -4,6 +4,7 @@ and the :class:`TippingMonitor` (a CUSUM alarm as a callback or a graph node).""
 from .monitor import MonitorAction, TippingEvent, TippingMonitor
 from .probe import PATTERNS, ProbeError, aprobe, load_individuals, probe
 from .report import ProbeReport, ProbeRound
+from .tool_probe import ToolProbeReport, aprobe_tools
 
 __all__ = [
     "PATTERNS",
@@ -13,7 +14,9 @@ __all__ = [
     "ProbeRound",
     "TippingEvent",
     "TippingMonitor",
+    "ToolProbeReport",
     "aprobe",
+    "aprobe_tools",
     "load_individuals",
     "probe",
 ]

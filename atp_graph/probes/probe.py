@@ -95,7 +95,10 @@ async def aprobe(
 
     Args:
         agent: A compiled LangGraph graph (``create_agent``, a ``StateGraph``...), or any LangChain Runnable that
-            takes a list of messages and returns an AI message, a string or a structured object.
+            takes a list of messages and returns an AI message, a string or a structured object. For tool scenarios
+            (kind ``tool``), a factory: ``lambda tools: create_agent(model, tools)`` receives each scenario's tools
+            and returns the agent; the result is then a :class:`~.tool_probe.ToolProbeReport`
+            (:mod:`.tool_probe`).
         scenario: A built-in scenario name, a YAML path (every individual scenario in it), a loaded
             ``IndividualScenario``, or a list of these.
         rounds: Rounds to play per thread.
@@ -132,6 +135,30 @@ async def aprobe(
             Runnable), a thread has history, or an argument is out of range.
         ScenarioError: A scenario cannot be found or loaded.
     """
+    from .tool_probe import aprobe_tools, is_tool_scenario
+
+    if is_tool_scenario(scenario):  # the agent is a factory given each scenario's tools
+        if isinstance(agent, Runnable) or not callable(agent):
+            raise ProbeError(
+                "a tool scenario gives the agent its tools: pass a factory that builds your agent with them, e.g. "
+                "probe(lambda tools: create_agent(model, tools), scenario)"
+            )
+        agent_options = dict(context=context, state=state, messages_key=messages_key, retries=retries)
+        agent_options.update(backoff=backoff, timeout=timeout, max_concurrency=max_concurrency)
+        return await aprobe_tools(  # type: ignore[return-value]
+            agent,
+            scenario,
+            rounds=rounds,
+            variant=variant,
+            repeats=repeats,
+            supervision=supervision,
+            seed=seed,
+            run_id=run_id,
+            config=config,
+            progress=progress,
+            target=target,
+            **agent_options,
+        )
     specs = load_individuals(scenario)
     _check(
         rounds=rounds,

@@ -101,7 +101,7 @@ class RunDir:
         except json.JSONDecodeError as e:
             raise RunDirError(f"{p / CONFIG}:{e.lineno}: not valid JSON") from None
         if not isinstance(config, dict) or kind not in config:
-            other = next((k for k in ("explore", "diffuse") if isinstance(config, dict) and k in config), None)
+            other = next((k for k in ("explore", "diffuse", "tools") if isinstance(config, dict) and k in config), None)
             hint = f"; it is a {other} run: use `{other} --resume {p}`" if other else ""
             raise RunDirError(f"{p / CONFIG}: not a {kind} run{hint}")
         if config.get("schema_version") != SCHEMA_VERSION:

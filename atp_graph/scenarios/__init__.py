@@ -7,8 +7,9 @@ from importlib import resources
 from pathlib import Path
 
 from .loader import Problem, ScenarioError, load_scenario_file, load_scenarios, scenario_files
-from .models import CollectiveScenario, Game, IndividualScenario, Scenario, SupervisionPattern
+from .models import CollectiveScenario, Game, IndividualScenario, Scenario, SupervisionPattern, ToolScenario
 from .render import CollectiveItem, GameRules, IndividualItem, collective_items, fill, individual_items
+from .tools import ToolItem, tool_items
 
 
 def _builtin_dir() -> Path:
@@ -32,7 +33,7 @@ BUILTIN_DIR = _builtin_dir()
 """The scenarios shipped with the project (override with ``ATP_GRAPH_SCENARIOS``)."""
 
 
-def resolve(spec: str | Path | None, *, kind: str) -> list[IndividualScenario | CollectiveScenario]:
+def resolve(spec: str | Path | None, *, kind: str) -> list[IndividualScenario | CollectiveScenario | ToolScenario]:
     """Scenarios of ``kind`` from a path, a built-in scenario name, or (``None``) all built-in ones of that kind."""
     if spec is None:
         found = load_scenarios([BUILTIN_DIR / kind])
@@ -61,6 +62,8 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SupervisionPattern",
+    "ToolItem",
+    "ToolScenario",
     "collective_items",
     "fill",
     "individual_items",
@@ -68,4 +71,5 @@ __all__ = [
     "load_scenarios",
     "resolve",
     "scenario_files",
+    "tool_items",
 ]

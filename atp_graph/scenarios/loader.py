@@ -15,10 +15,14 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import UserError
-from .models import CollectiveScenario, IndividualScenario, Scenario
+from .models import SCENARIO_KINDS, CollectiveScenario, IndividualScenario, Scenario, ToolScenario
 from .render import check_templates
+from .tools import check_tools
 
-_ADAPTER: TypeAdapter[IndividualScenario | CollectiveScenario] = TypeAdapter(Scenario)
+AnyScenario = IndividualScenario | CollectiveScenario | ToolScenario
+_KINDS = ", ".join(repr(k) for k in SCENARIO_KINDS[:-1]) + f" or {SCENARIO_KINDS[-1]!r}"
+
+_ADAPTER: TypeAdapter[AnyScenario] = TypeAdapter(Scenario)
 _PLAIN_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 
 
@@ -137,12 +141,12 @@ def line_for(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
-def load_scenario_file(path: str | Path) -> IndividualScenario | CollectiveScenario:
+def load_scenario_file(path: str | Path) -> AnyScenario:
     """Load and fully validate one scenario file; raise :class:`ScenarioError` listing every problem."""
     return _load(path)[0]
 
 
-def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, dict[tuple, int]]:
+def _load(path: str | Path) -> tuple[AnyScenario, dict[tuple, int]]:
     path = Path(path)
     shown = str(path)
     try:
@@ -165,14 +169,14 @@ def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, di
     if not isinstance(data, dict):
         raise ScenarioError([Problem(shown, 1, "(top level)", "must be a mapping of scenario fields")])
     if "kind" not in data:
-        raise ScenarioError([Problem(shown, 1, "kind", "missing; use 'individual' or 'collective'")])
+        raise ScenarioError([Problem(shown, 1, "kind", f"missing; use {_KINDS}")])
     try:
         scenario = _ADAPTER.validate_python(data)
     except ValidationError as e:
         problems: dict[str, Problem] = {}
         for err in e.errors():
             loc = tuple(err["loc"])
-            if loc and loc[0] in ("individual", "collective"):
+            if loc and loc[0] in SCENARIO_KINDS:
                 loc = loc[1:]
             while len(loc) > 1 and loc not in lines and loc[:-1] in lines and not err["type"].startswith("missing"):
                 loc = loc[:-1]  # drop union-branch names such as 'int' / 'str'
@@ -182,13 +186,14 @@ def _load(path: str | Path) -> tuple[IndividualScenario | CollectiveScenario, di
                 msg = "unknown key"
             elif err["type"] == "union_tag_invalid":
                 loc, field = ("kind",), "kind"
-                msg = f"unknown kind {data.get('kind')!r}; use 'individual' or 'collective'"
+                msg = f"unknown kind {data.get('kind')!r}; use {_KINDS}"
             if field in problems:  # several union branches failed on one value
                 msg = "must be a number or a ${param} template" if loc[0] in ("payoff", "game") else msg
             problems[field] = Problem(shown, line_for(lines, loc), field, msg)
         raise ScenarioError(list(problems.values())) from None
     template_problems = [
-        Problem(shown, line_for(lines, loc), field, msg) for loc, field, msg in check_templates(scenario)
+        Problem(shown, line_for(lines, loc), field, msg)
+        for loc, field, msg in check_templates(scenario) + check_tools(scenario)
     ]
     if template_problems:
         raise ScenarioError(template_problems)
@@ -202,7 +207,7 @@ def validate_document(doc: Any) -> str | None:
     except ValidationError as e:
         err = e.errors()[0]
         return f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
-    problems = check_templates(scenario)
+    problems = check_templates(scenario) + check_tools(scenario)
     return f"{problems[0][1]}: {problems[0][2]}" if problems else None
 
 
@@ -219,10 +224,10 @@ def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_scenarios(paths: Iterable[str | Path]) -> list[IndividualScenario | CollectiveScenario]:
+def load_scenarios(paths: Iterable[str | Path]) -> list[AnyScenario]:
     """Load every scenario under ``paths``; collect the problems of all files before raising."""
     problems: list[Problem] = []
-    loaded: list[IndividualScenario | CollectiveScenario] = []
+    loaded: list[AnyScenario] = []
     seen: dict[str, Path] = {}
     for f in scenario_files(paths):
         try:

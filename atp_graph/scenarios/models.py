@@ -6,7 +6,7 @@ Models are frozen and reject unknown keys, so a typo such as ``histroy_window`` 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictFloat, StrictInt, field_validator, model_validator
 
@@ -171,4 +171,67 @@ class CollectiveScenario(_Scenario):
     """Run defaults."""
 
 
-Scenario = Annotated[IndividualScenario | CollectiveScenario, Field(discriminator="kind")]
+TOOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""A tool name every provider accepts: letters, digits and underscores, at most 64 characters."""
+
+
+class ToolSpec(_Spec):
+    """One tool the agent may call; its result is simulated from ``result`` (no side effects)."""
+
+    name: str
+    """How the agent calls it: letters, digits and underscores, starting with a letter or underscore."""
+    description: str = Field(min_length=1)
+    """What the tool does, as the model reads it; a ``${param}`` template."""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """JSON schema (draft 2020-12, inline: no ``$ref``) of the call's arguments; an object schema."""
+    result: str = Field(min_length=1)
+    """What the simulated tool returns: a ``${param}`` template over the variant's parameters and the call's
+    arguments (an argument wins over a parameter of the same name; a missing optional argument is empty)."""
+    forbidden: bool = False
+    """Calling it breaks the rule the system prompt states (exactly one tool per scenario)."""
+    completes: bool = False
+    """Calling it with valid arguments completes the task (at least one allowed tool must)."""
+    example: dict[str, Any] = Field(default_factory=dict)
+    """The arguments of this tool's call as score mode writes it (must match ``parameters``; required for the
+    forbidden and the completing tools, which score mode weighs)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not TOOL_NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} must be letters, digits and underscores (at most 64), starting with a letter")
+        return v
+
+
+class ToolPayoff(_Spec):
+    compliant: Scalar
+    """Reward for completing the task without the forbidden tool."""
+    violating_undetected: Scalar
+    """Reward for using the forbidden tool in an unsupervised round."""
+    violating_detected: Scalar = 0
+    """Reward for using the forbidden tool in a supervised round (caught)."""
+    not_done: Scalar = 0
+    """Reward when valid calls were made but the task was not completed."""
+    invalid: Scalar = 0
+    """Reward when no valid tool call was made."""
+
+
+class ToolScenario(_Scenario):
+    """A task the agent completes by calling tools; one tool is a forbidden shortcut that pays more."""
+
+    kind: Literal["tool"]
+    """Scenario kind."""
+    tools: list[ToolSpec] = Field(min_length=2, max_length=32)
+    """The tools bound to the agent's model, in the order shown (score mode also shows the pair swapped)."""
+    supervision: Supervision
+    """Sentences describing whether the forbidden tool's use is checked in each round."""
+    payoff: ToolPayoff
+    """Rewards; numbers or ``${param}`` templates."""
+    defaults: Defaults = Defaults()
+    """Run defaults."""
+
+
+SCENARIO_KINDS = ("individual", "collective", "tool")
+"""Every scenario kind, as a YAML file's ``kind`` names it."""
+
+Scenario = Annotated[IndividualScenario | CollectiveScenario | ToolScenario, Field(discriminator="kind")]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from .models import CollectiveScenario, IndividualScenario
+from .models import CollectiveScenario, IndividualScenario, ToolScenario
 
 COLLECTIVE_BUILTINS = frozenset({"n", "threshold", "success", "fail_collective", "fail_independent"})
 """Placeholders every collective prompt may use; filled per group at run time."""
@@ -63,20 +63,20 @@ def _number(v: Any, params: dict[str, Any]) -> float:
     return out
 
 
-def _templates(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, str]]:
+def _templates(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = [(("system_prompt",), s.system_prompt), (("prompt",), s.prompt)]
-    if isinstance(s, IndividualScenario):
+    if isinstance(s, IndividualScenario | ToolScenario):
         out += [(("supervision", k), v) for k, v in s.supervision.model_dump().items()]
     return out
 
 
-def _numbers(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, Any]]:
-    if isinstance(s, IndividualScenario):
+def _numbers(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, Any]]:
+    if isinstance(s, IndividualScenario | ToolScenario):
         return [(("payoff", k), v) for k, v in s.payoff.model_dump().items()]
     return [(("game", k), getattr(s.game, k)) for k in ("success", "fail_collective", "fail_independent")]
 
 
-def check_templates(s: IndividualScenario | CollectiveScenario) -> list[tuple[tuple, str, str]]:
+def check_templates(s: IndividualScenario | CollectiveScenario | ToolScenario) -> list[tuple[tuple, str, str]]:
     """Every template problem as ``(location, field, message)``: unknown placeholders, bad ``$``, non-numbers."""
     problems: list[tuple[tuple, str, str]] = []
     builtins = COLLECTIVE_BUILTINS if isinstance(s, CollectiveScenario) else frozenset()
@@ -136,26 +136,35 @@ class IndividualItem:
         return f"{self.scenario}#{self.variant}"
 
 
+def supervised_fields(s: IndividualScenario | ToolScenario, v: dict[str, Any]) -> dict[str, Any]:
+    """The filled prompts, supervision sentences and rewards of one variant (the individual and tool items')."""
+    p = s.payoff
+    extra = {"reward_not_done": _number(p.not_done, v)} if isinstance(s, ToolScenario) else {}
+    return {
+        "system_prompt": fill(s.system_prompt, v),
+        "prompt": fill(s.prompt, v),
+        "supervised_text": fill(s.supervision.supervised, v),
+        "unsupervised_text": fill(s.supervision.unsupervised, v),
+        "neutral_text": fill(s.supervision.neutral, v),
+        "reward_compliant": _number(p.compliant, v),
+        "reward_violating_undetected": _number(p.violating_undetected, v),
+        "reward_violating_detected": _number(p.violating_detected, v),
+        "reward_invalid": _number(p.invalid, v),
+        **extra,
+    }
+
+
 def individual_items(s: IndividualScenario) -> list[IndividualItem]:
     """Fill every variant of an individual scenario."""
     items = []
     for i, v in enumerate(s.variants):
-        p = s.payoff
         items.append(
             IndividualItem(
                 scenario=s.name,
                 variant=i,
-                system_prompt=fill(s.system_prompt, v),
-                prompt=fill(s.prompt, v),
                 compliant=s.options.compliant,
                 violating=s.options.violating,
-                supervised_text=fill(s.supervision.supervised, v),
-                unsupervised_text=fill(s.supervision.unsupervised, v),
-                neutral_text=fill(s.supervision.neutral, v),
-                reward_compliant=_number(p.compliant, v),
-                reward_violating_undetected=_number(p.violating_undetected, v),
-                reward_violating_detected=_number(p.violating_detected, v),
-                reward_invalid=_number(p.invalid, v),
+                **supervised_fields(s, v),
             )
         )
     return items

@@ -9,25 +9,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig
+from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig, ToolsConfig
 from ..run import RunDirError
 from .common import RunResult, Testbed
 from .diffuse import DIFFUSE, run_diffuse
 from .explore import EXPLORE, run_explore
+from .tools import TOOLS, run_tools
 
 __all__ = [
     "PAPER_GRID",
     "DiffuseConfig",
     "ExploreConfig",
     "TESTBEDS",
+    "ToolsConfig",
     "RunResult",
     "Testbed",
     "render_run",
     "run_diffuse",
     "run_explore",
+    "run_tools",
 ]
 
-TESTBEDS = {t.kind: t for t in (EXPLORE, DIFFUSE)}
+TESTBEDS = {t.kind: t for t in (EXPLORE, DIFFUSE, TOOLS)}
 """Every testbed by command name."""
 
 
@@ -42,5 +45,5 @@ def render_run(path: str | Path) -> RunResult:
         raise RunDirError(f"{p / 'config.json'}:{e.lineno}: not valid JSON") from None
     kind = next((k for k in TESTBEDS if isinstance(config, dict) and k in config), None)
     if kind is None or "resolved" not in config:
-        raise RunDirError(f"{p / 'config.json'}: not an explore or diffuse run of this version of atp-graph")
+        raise RunDirError(f"{p / 'config.json'}: not an explore, diffuse or tools run of this version of atp-graph")
     return TESTBEDS[kind].render(p, config)

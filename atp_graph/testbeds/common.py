@@ -61,6 +61,8 @@ class Testbed:
     plot: Plot
     postfix: Callable[[Sequence[Any]], str] | None = None
     """Progress-bar text for a round's events."""
+    agents: Callable[..., Any] = make_agents
+    """Makes the agents (arguments as :func:`~atp_graph.agents.make_agents`)."""
 
     def run(
         self,
@@ -98,14 +100,14 @@ class Testbed:
         if not isinstance(model, Policy | SurrogateModel) and callable(model):
             model = model()  # a loader: called only once the inputs are known to be good
         knobs = answer_knobs(model)
-        if resume is not None and config.get("answer_knobs", knobs) != knobs:
-            raise RunDirError(_other_knobs(resume, config["answer_knobs"], knobs))
+        if resume is not None:
+            _same_knobs(resume, config.get("answer_knobs", {}), knobs)
         if resume is None and out is not None:
             rundir = RunDir.create(
                 out,
                 {self.kind: cfg.model_dump(), "resolved": resolved, "answer_knobs": knobs, "versions": versions()},
             )
-        agents = make_agents(
+        agents = self.agents(
             model,
             cfg,
             history_window=resolved["history_window"],
@@ -169,15 +171,16 @@ def check_study_items(cfg: AgentConfig, scenarios: Sequence[Any]) -> None:
         )
 
 
-def _other_knobs(path: str | Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
-    """Why a resume with a model that answers differently is refused, naming the first knob that differs."""
-    k = next(k for k in sorted({*saved, *now}) if saved.get(k) != now.get(k))
-    how = (
-        f"--{k.replace('_', '-')} {saved.get(k)}"
-        if k in ("max_new_tokens", "temperature", "top_p")
-        else f"{k}={saved.get(k)}"
+def _same_knobs(path: str | Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a resume whose model answers differently from the run's (a knob both report differs;
+    a wrapped policy that reports none is trusted)."""
+    k = next((k for k in sorted(saved.keys() & now.keys()) if saved[k] != now[k]), None)
+    if k is None:
+        return
+    flag = (
+        f"--{k.replace('_', '-')} {saved[k]}" if k in ("max_new_tokens", "temperature", "top_p") else f"{k}={saved[k]}"
     )
-    return (
-        f"{path}: the run's model answered with {k}={saved.get(k)}, this one with {now.get(k)}; a resume would mix "
-        f"two experiments: resume with {how}"
+    raise RunDirError(
+        f"{path}: the run's model answered with {k}={saved[k]}, this one with {now[k]}; a resume would mix two "
+        f"experiments: resume with {flag}"
     )
