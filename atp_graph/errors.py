@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(ValueError):
     """Bad input: the command line shows it as one ``error: ...`` line and exits 2, never as a traceback."""
+
+
+def validation_message(err: Any) -> str:
+    """The words of one pydantic validation error (an item of ``ValidationError.errors()``) as our one-line
+    errors show them: ``unknown key`` for a field the model does not have, else pydantic's message without its
+    ``Value error, `` prefix."""
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    return str(err["msg"]).removeprefix("Value error, ")

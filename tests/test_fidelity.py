@@ -175,7 +175,7 @@ def test_a_protocol_file_sets_every_sentence_byte_for_byte(tmp_path):
             "individual:\n  feedback_comply: 'You got ${money}'\n",
             "individual.feedback_comply: unknown placeholder ${money}",
         ),
-        ("individual:\n  colour: red\n", "individual.colour: Extra inputs are not permitted"),
+        ("individual:\n  colour: red\n", "individual.colour: unknown key"),
         ("base: theirs\n", "base: unknown protocol 'theirs'"),
         ("- a\n", "a protocol file is a mapping"),
         ("individual:\n  answer_format: 'pay $5'\n", "individual.answer_format: Invalid placeholder"),

@@ -26,10 +26,10 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def _one_line(e: BaseException) -> str:
     from pydantic import ValidationError
 
+    from ..errors import validation_message
+
     if isinstance(e, ValidationError):
-        return "; ".join(
-            f"{'.'.join(map(str, x['loc'])) or 'value'}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors()
-        )
+        return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'value'}: {validation_message(x)}" for x in e.errors())
     return str(e)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import UserError
+from ..errors import UserError, validation_message
 from ..parsing import ANSWER_FORMAT
 
 __all__ = [
@@ -321,5 +321,5 @@ def load_protocol(spec: str | Path | Protocol | None) -> Protocol:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"] if not isinstance(x, int))
-        message = err["msg"].removeprefix("Value error, ")
+        message = validation_message(err)
         raise ProtocolError(f"{path}: {where + ': ' if where else ''}{message}") from None

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import UserError
+from ..errors import UserError, validation_message
 from .models import SCENARIO_KINDS, CollectiveScenario, IndividualScenario, Scenario, ToolScenario
 from .render import check_templates
 from .tools import check_tools
@@ -181,10 +181,8 @@ def _load(path: str | Path) -> tuple[AnyScenario, dict[tuple, int]]:
             while len(loc) > 1 and loc not in lines and loc[:-1] in lines and not err["type"].startswith("missing"):
                 loc = loc[:-1]  # drop union-branch names such as 'int' / 'str'
             field = ".".join(str(x) for x in loc) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "union_tag_invalid":
+            msg = validation_message(err)
+            if err["type"] == "union_tag_invalid":
                 loc, field = ("kind",), "kind"
                 msg = f"unknown kind {data.get('kind')!r}; use {_KINDS}"
             if field in problems:  # several union branches failed on one value
@@ -206,7 +204,7 @@ def validate_document(doc: Any) -> str | None:
         scenario = _ADAPTER.validate_python(doc)
     except ValidationError as e:
         err = e.errors()[0]
-        return f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
+        return f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {validation_message(err)}"
     problems = check_templates(scenario) + check_tools(scenario)
     return f"{problems[0][1]}: {problems[0][2]}" if problems else None
 

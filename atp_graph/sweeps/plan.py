@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..config import PAPER_GRID, resolve_decision
+from ..errors import validation_message
 from .spec import CONFIGS, Resources, SpecError, SweepSpec
 
 
@@ -90,7 +91,7 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
                 for err in e.errors():
                     field = str(err["loc"][0]) if err["loc"] else "preset"
                     loc = where.get(field, ("runs", i) if spec.runs else ("base",))
-                    p = spec.problem(loc, err["msg"].removeprefix("Value error, "))
+                    p = spec.problem(loc, validation_message(err))
                     problems.setdefault(str(p), p)
                 continue
             key = json.dumps(config, sort_keys=True)
@@ -124,8 +125,7 @@ def _resources(spec: SweepSpec, i: int, given: Any, problems: dict[str, Any]) ->
     except ValidationError as e:
         for err in e.errors():
             loc = ("runs", i, "resources", *err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            p = spec.problem(loc, msg)
+            p = spec.problem(loc, validation_message(err))
             problems.setdefault(str(p), p)
         return None
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..config import AgentConfig, DiffuseConfig, ExploreConfig
-from ..errors import UserError
+from ..errors import UserError, validation_message
 from ..policies.options import ModelOptions
 from ..scenarios.loader import BadYAML, Problem, line_for, parse_yaml
 
@@ -150,9 +150,7 @@ def spec_from_data(data: dict[str, Any], *, source: str = "<spec>", lines: dict[
         found: dict[str, Problem] = {}
         for err in e.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+            msg = validation_message(err)
             if loc == ("command",):
                 msg = f"{data.get('command')!r} is not a sweepable command; use explore or diffuse"
             found.setdefault(_field(loc), at(loc, msg))
