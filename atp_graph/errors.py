@@ -16,3 +16,10 @@ def validation_message(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
     return str(err["msg"]).removeprefix("Value error, ")
+
+
+def printable(text: str, limit: int = 160) -> str:
+    """``text`` safe to print in a one-line error: non-printable and non-ASCII characters escaped (raw bytes of a
+    binary file, terminal escapes, right-to-left marks never reach the terminal), cut at ``limit``."""
+    shown = "".join(c if c.isprintable() and c.isascii() else ascii(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")

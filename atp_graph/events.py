@@ -181,8 +181,16 @@ def iter_events(path: str | Path) -> Iterator[ExploreEvent | DiffuseEvent | Tool
     :class:`EventError` naming the file and line.
     """
     p = Path(path)
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    if not p.is_file():
+        raise EventError(f"{p}: not a file")
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not raw.endswith(b"\n"):
+                    return  # torn last line, cut inside a character
+                raise EventError(f"{p}:{n}: not text (UTF-8); not a line atp-graph wrote") from None
             if not line.strip():
                 continue
             try:

@@ -157,7 +157,8 @@ def test_resume_run_of_the_other_command(tmp_path, command, other):
 def test_resume_corrupt_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}, "schema_version": SCHEMA_VERSION}))
+    config = {"explore": {"model": "sim"}, "resolved": {"rounds": 3}, "schema_version": SCHEMA_VERSION}
+    (run / "config.json").write_text(json.dumps(config))
     (run / "events.jsonl").write_text("")
     (run / "state.json").write_text('{"round": 1, "sta')
     _user_error(_run("explore", "--resume", str(run)), "state.json")
@@ -168,7 +169,7 @@ def test_resume_refuses_a_run_of_another_version(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"explore": {"model": "sim"}}))
     (run / "events.jsonl").write_text("")
-    _user_error(_run("explore", "--resume", str(run)), "another version", "atp report")
+    _user_error(_run("explore", "--resume", str(run)), "another version", "re-run it")
 
 
 def test_repeated_sweep_value_is_refused(tmp_path):

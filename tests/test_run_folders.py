@@ -110,9 +110,15 @@ def test_resume_ignores_no_flag_silently(tmp_path, scenario, monkeypatch):
         ("delete", "round 1 has no events"),
         ("duplicate", "round 1 holds an agent twice"),
         ("drop-one", "round 2 has other agents than round 1"),
-        ("round-99", "says 99 round(s) completed, but round 3 has no events"),
+        ("round-99", "damaged checkpoint"),
         ("round-2.7", "damaged checkpoint"),
         ("empty-state", "damaged checkpoint"),
+        ("round-1", "damaged checkpoint"),  # the state is round 2's: resuming it as round 1's replays round 2
+        ("emptied-state", "damaged checkpoint"),
+        ("binary-config", "config.json: not text (UTF-8)"),
+        ("nested-state", "state.json: nested too deeply"),
+        ("lock-folder", "run.lock: cannot open the run's lock"),
+        ("no-resolved", "config.json: damaged (no explore settings or resolved rounds)"),
     ],
 )
 def test_damaged_folders_stop_with_one_line(tmp_path, scenario, monkeypatch, damage, needle):
@@ -130,8 +136,22 @@ def test_damaged_folders_stop_with_one_line(tmp_path, scenario, monkeypatch, dam
         (out / "state.json").write_text(json.dumps({**state, "round": 99}))
     elif damage == "round-2.7":
         (out / "state.json").write_text(json.dumps({**state, "round": 2.7}))
-    else:
+    elif damage == "empty-state":
         (out / "state.json").write_text(json.dumps({"round": 2, "state": {}}))
+    elif damage == "round-1":
+        (out / "state.json").write_text(json.dumps({**state, "round": 1}))
+    elif damage == "emptied-state":
+        (out / "state.json").write_text(json.dumps({**state, "state": {"game": {}, "agents": {}}}))
+    elif damage == "binary-config":
+        (out / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+    elif damage == "nested-state":
+        (out / "state.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "lock-folder":
+        (out / "run.lock").unlink(missing_ok=True)
+        (out / "run.lock").mkdir()
+    else:
+        config = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "resolved"}))
     one_line_error(cli("explore", "--resume", str(out)), needle)
     assert not (out / "summary.json").exists()  # no summary from damaged data
 
@@ -152,3 +172,25 @@ def test_run_dir_error_is_a_user_error():
     from atp_graph.errors import UserError
 
     assert issubclass(RunDirError, UserError)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"), [("delete", "events.jsonl: missing"), ("duplicate", "holds an agent twice")]
+)
+def test_report_refuses_a_run_whose_events_are_damaged(tmp_path, scenario, damage, needle):
+    out = tmp_path / "run"
+    run_explore(ExploreConfig(model="sim", scenarios=str(scenario), rounds=3), out=out, progress=False)
+    events = out / "events.jsonl"
+    if damage == "delete":
+        events.unlink()
+    else:
+        events.write_text(events.read_text() * 2)
+    before = (out / "summary.json").read_bytes()
+    one_line_error(cli("report", str(out)), needle)
+    assert (out / "summary.json").read_bytes() == before  # never re-rendered from damaged data
+
+
+def test_out_names_the_os_refuses_are_clean_errors(tmp_path):
+    one_line_error(cli("explore", "--model", "sim", "--out", str(tmp_path / ("x" * 300))), "cannot use it as a run")
+    nul = cli("explore", "--model", "sim", "--out", str(tmp_path / "a\0b"))
+    assert nul.exit_code == 2 and "is not a usable path" in nul.stderr and nul.exception.__class__ is SystemExit

@@ -253,7 +253,7 @@ def test_ctrl_c_finishes_and_saves_the_round_then_stops(tiny_policy, tmp_path):
 def test_a_run_folder_has_one_writer(tmp_path):
     from atp_graph.run import RunDir, RunDirError
 
-    run = RunDir.create(tmp_path / "x", {"explore": {}})
+    run = RunDir.create(tmp_path / "x", {"explore": {}, "resolved": {"rounds": 1}})
     with run.locked():
         with pytest.raises(RunDirError, match="another process"):
             RunDir.resume(tmp_path / "x", kind="explore")

@@ -22,7 +22,7 @@ from ..config import (
     ToolsConfig,
     resolve_decision,
 )
-from .options import build_config, config_options
+from .options import FilePath, build_config, config_options
 from .support import default_out, friendly, model_options, model_settings, run_options
 
 
@@ -224,8 +224,8 @@ def scenarios_validate(paths: tuple[str, ...]) -> None:
 
 
 @scenarios.command("import-atp")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the YAML files.")
+@click.argument("file", type=FilePath(dir_okay=False))
+@click.option("--out", required=True, type=FilePath(file_okay=False), help="Folder for the YAML files.")
 @friendly
 def scenarios_import(file: str, out: str) -> None:
     """Convert the original study's question/template JSON into scenario YAML."""
@@ -289,7 +289,7 @@ def _individual(run: Any, cls: type[BaseModel], kind: str, out: str | None, resu
 
 # ---------------------------------------------------------------- diffuse
 @cli.command()
-@config_options(DiffuseConfig, extra_choices=_AGENT_EXTRA, types={"graph": click.Path(dir_okay=False)})
+@config_options(DiffuseConfig, extra_choices=_AGENT_EXTRA, types={"graph": FilePath(dir_okay=False)})
 @click.option(
     "--paper-grid", is_flag=True, help="The study's protocol: complete graph of 8, 3 rounds, t=2/4/6/8, all 7 games."
 )
@@ -322,7 +322,7 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
 
 # ---------------------------------------------------------------- report
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=FilePath(file_okay=False))
 @friendly
 def report(run_dir: str) -> None:
     """Re-render a run folder's summary, table and plots from its config.json and events.jsonl alone."""

@@ -19,6 +19,17 @@ from pydantic import BaseModel
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class FilePath(click.Path):
+    """``click.Path`` that refuses a path the OS cannot even look at (a NUL byte, a name too long) as a usage error
+    instead of a traceback."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except (ValueError, OSError) as e:
+            self.fail(f"{ascii(str(value))[:80]} is not a usable path ({e})", param, ctx)
+
+
 def _inner(annotation: Any) -> Any:
     """``X | None`` -> ``X``."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..probes import PATTERNS, ProbeError
+from .options import FilePath
 from .support import default_out, friendly
 
 
@@ -160,7 +161,7 @@ def _context(agent: Any, values: dict[str, Any] | None) -> Any:
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Threads at once.")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     default=None,
     help="Folder for report.json, report.md and the plot (default runs/probe-<time>).",
 )

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from .options import FilePath
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -94,10 +96,10 @@ def run_options(command: str) -> Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         fn = click.option(
-            "--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run."
+            "--resume", type=FilePath(file_okay=False), default=None, help="Continue an interrupted run."
         )(fn)
         return click.option(
-            "--out", type=click.Path(file_okay=False), default=None, help=f"Run folder (default runs/{command}-<time>)."
+            "--out", type=FilePath(file_okay=False), default=None, help=f"Run folder (default runs/{command}-<time>)."
         )(fn)
 
     return decorate

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from .options import FilePath
 from .support import friendly
 
 
@@ -39,7 +40,7 @@ def plan(spec: str) -> None:
 @sweep.command("run")
 @click.argument("spec")
 @click.option(
-    "--out", type=click.Path(file_okay=False), default=None, help="Sweep folder [default: runs/sweep-<spec>]."
+    "--out", type=FilePath(file_okay=False), default=None, help="Sweep folder [default: runs/sweep-<spec>]."
 )
 @click.option(
     "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where runs go."
@@ -95,7 +96,7 @@ def run(
 
 
 @sweep.command("report")
-@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.argument("sweep_dir", type=FilePath(file_okay=False))
 @click.option("--group-by", default=None, help="Axis of the overlay plot [default: the first non-seed axis].")
 @friendly
 def report(sweep_dir: str, group_by: str | None) -> None:

@@ -15,11 +15,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, printable
 from ..events import SCHEMA_VERSION, Event, EventLog, dump_event, write_lines
 from . import faults
 
 CONFIG, EVENTS, STATE, LOCK = "config.json", "events.jsonl", "state.json", "run.lock"
+KINDS = ("explore", "diffuse", "tools")
+"""The commands that write run folders (the key of their settings in ``config.json``)."""
+MAX_JSON_BYTES = 256 * 2**20
+"""Largest config or checkpoint read (a 100,000-agent checkpoint is about 5 MB)."""
 
 
 class RunDirError(UserError):
@@ -27,7 +31,7 @@ class RunDirError(UserError):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp(path)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -49,7 +53,11 @@ class RunDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the run's lock (``run.lock``) or fail at once if another process holds it."""
-        with open(self.path / LOCK, "a+") as f:
+        try:
+            f = open(self.path / LOCK, "a+")  # noqa: SIM115 (held for the block below)
+        except OSError as e:
+            raise RunDirError(f"{self.path / LOCK}: cannot open the run's lock: {e.strerror or e}") from None
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -77,43 +85,47 @@ class RunDir:
         """``path`` as a folder a new run may use (new, or empty but for the half-written config of a run killed as
         it started), or a one-line :class:`RunDirError`."""
         p = Path(path)
-        if (p / CONFIG).exists():
-            raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
         try:
-            if p.exists() and (not p.is_dir() or any(f.name != CONFIG + ".tmp" for f in p.iterdir())):
+            if (p / CONFIG).exists():
+                raise RunDirError(f"{p}: already holds a run; use --resume {p} or another --out")
+            if p.exists() and (not p.is_dir() or any(f.name != _tmp(p / CONFIG).name for f in p.iterdir())):
                 what = "is not a folder" if not p.is_dir() else "holds files that are not a run"
                 raise RunDirError(f"{p}: {what}; a run writes only into a new or empty folder: choose another --out")
             parent = next((a for a in p.absolute().parents if a.exists()), None)
             if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
                 raise RunDirError(f"{p}: cannot create it: {parent} is not a writable folder")
-        except OSError as e:
-            raise RunDirError(f"{p}: cannot use it as a run folder: {e.strerror or e}") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+            why = getattr(e, "strerror", None) or e
+            raise RunDirError(f"{printable(str(p))}: cannot use it as a run folder: {why}") from None
         return p
 
     @staticmethod
-    def read_config(path: str | Path, *, kind: str) -> dict[str, Any]:
-        """The saved config of a ``kind`` run, or a :class:`RunDirError` saying why it cannot be resumed."""
+    def read_config(path: str | Path, *, kind: str | None = None) -> dict[str, Any]:
+        """The saved config of a ``kind`` run (``None``: of any testbed), or a :class:`RunDirError` saying why the
+        folder cannot be resumed or re-rendered."""
         p = Path(path)
-        try:
-            config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunDirError(f"{p}: no {CONFIG} here; not a run directory") from None
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{p / CONFIG}:{e.lineno}: not valid JSON") from None
-        if not isinstance(config, dict) or kind not in config:
-            other = next((k for k in ("explore", "diffuse", "tools") if isinstance(config, dict) and k in config), None)
-            hint = f"; it is a {other} run: use `{other} --resume {p}`" if other else ""
-            raise RunDirError(f"{p / CONFIG}: not a {kind} run{hint}")
+        if not (p / CONFIG).exists():
+            raise RunDirError(f"{p}: no {CONFIG} here; not a run directory")
+        config = read_json(p / CONFIG)
+        found = next((k for k in KINDS if isinstance(config, dict) and k in config), None)
+        if found is None or (kind is not None and found != kind):
+            hint = f"; it is a {found} run: use `{found} --resume {p}`" if found else ""
+            raise RunDirError(f"{p / CONFIG}: not {'a ' + kind if kind else 'an atp-graph'} run{hint}")
         if config.get("schema_version") != SCHEMA_VERSION:
             raise RunDirError(
                 f"{p / CONFIG}: written by another version of atp-graph (schema {config.get('schema_version', 1)}, "
-                f"this one reads {SCHEMA_VERSION}); start a new run, or `atp report {p}` to re-render it"
+                f"this one reads {SCHEMA_VERSION}); re-run it, or read it with the version that wrote it"
             )
+        resolved = config.get("resolved")
+        rounds = resolved.get("rounds") if isinstance(resolved, dict) else None
+        if not isinstance(config[found], dict) or not isinstance(rounds, int) or isinstance(rounds, bool):
+            raise RunDirError(f"{p / CONFIG}: damaged (no {found} settings or resolved rounds); start a new run")
         return config
 
     @classmethod
     def resume(cls, path: str | Path, *, kind: str) -> tuple[RunDir, dict[str, Any], int, dict[str, Any] | None]:
-        """Open a run of ``kind`` (``explore``/``diffuse``) to continue: ``(rundir, config, completed, state)``.
+        """Open a run of ``kind`` (``explore``/``diffuse``/``tools``) to continue: ``(rundir, config, completed,
+        state)``.
 
         Events of a round that did not complete are dropped from ``events.jsonl``.
         """
@@ -121,19 +133,18 @@ class RunDir:
         config = cls.read_config(p, kind=kind)
         state: dict[str, Any] | None = None
         done = 0
+        saved_sha = None
         if (p / STATE).exists():
-            try:
-                ckpt = json.loads((p / STATE).read_text(encoding="utf-8"))
-                done, state = ckpt["round"], ckpt["state"]
-                if isinstance(done, bool) or not isinstance(done, int) or done < 0:
-                    raise ValueError("the completed round is not a whole number")
-                if not isinstance(state, dict) or not {"game", "agents"} <= state.keys():
-                    raise ValueError("checkpoint without game and agent state")
-                saved_sha = ckpt.get("config_sha")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise RunDirError(
-                    f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1"
-                ) from None
+            ckpt = read_json(p / STATE)
+            damaged = RunDirError(f"{p / STATE}: damaged checkpoint; delete it to restart the run from round 1")
+            check = _check(ckpt.get("round"), ckpt.get("state")) if isinstance(ckpt, dict) else None
+            if check is None or ckpt.get("check", check) != check:  # no "check": written before it was added
+                raise damaged  # edited by hand: its round and state no longer belong together
+            done, state, saved_sha = ckpt["round"], ckpt["state"], ckpt.get("config_sha")
+            if not isinstance(done, int) or not 0 <= done <= config["resolved"]["rounds"]:
+                raise damaged
+            if not isinstance(state, dict) or not {"game", "agents"} <= state.keys():
+                raise damaged
         run = cls(p)
         run.config_sha = _sha((p / CONFIG).read_text(encoding="utf-8"))
         if state is not None and saved_sha not in (None, run.config_sha):
@@ -145,11 +156,21 @@ class RunDir:
             run._keep_completed(done)
         return run, config, done, state
 
+    def check_events(self, done: int) -> None:
+        """Every one of ``done`` rounds has its events once, for the same agents (read, not rewritten)."""
+        if not (self.path / EVENTS).is_file():
+            raise RunDirError(f"{self.path / EVENTS}: missing; the run's decisions are gone: start a new run")
+        check = _Completeness(self.path / EVENTS, done)
+        for e in self.events():
+            if e.round <= done:
+                check.add(e)
+        check.finish()
+
     def _keep_completed(self, done: int) -> None:
         """Rewrite ``events.jsonl`` with the events of the ``done`` completed rounds only, streaming (a large run's
         events never sit in memory), after checking every completed round is there once."""
         check = _Completeness(self.path / EVENTS, done)
-        tmp = self.path / (EVENTS + ".tmp")
+        tmp = _tmp(self.path / EVENTS)
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 for e in self.events():
@@ -175,7 +196,8 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         faults.checkpoint("events", round_no)
-        _atomic_write(self.path / STATE, json.dumps({"round": round_no, "state": state, "config_sha": self.config_sha}))
+        ckpt = {"round": round_no, "state": state, "config_sha": self.config_sha, "check": _check(round_no, state)}
+        _atomic_write(self.path / STATE, json.dumps(ckpt))
         faults.checkpoint("state", round_no)
 
     def write_json(self, name: str, data: Any) -> Path:
@@ -189,8 +211,36 @@ class RunDir:
         return self.path / name
 
 
+def _tmp(path: Path) -> Path:
+    """Where ``path`` is written before it atomically replaces the old one (a name no user file has)."""
+    return path.with_name(f".{path.name}.atp-tmp")
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check(round_no: Any, state: Any) -> str:
+    """What ties a checkpoint's round to its state: a hand-edited round or state no longer matches it."""
+    return _sha(json.dumps([round_no, state]))  # the same text whether from the live state or the file's
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run or sweep folder, or a one-line :class:`RunDirError` saying what is wrong with it."""
+    try:
+        if not path.is_file():
+            raise RunDirError(f"{path}: not a file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise RunDirError(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MB; not a file atp-graph wrote")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path}: not text (UTF-8); not a file atp-graph wrote") from None
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}:{e.lineno}: not valid JSON") from None
+    except RecursionError:
+        raise RunDirError(f"{path}: nested too deeply; not a file atp-graph wrote") from None
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read it: {e.strerror or e}") from None
 
 
 class _Completeness:

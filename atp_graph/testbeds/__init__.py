@@ -6,11 +6,10 @@ alone (``atp report RUN_DIR``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..config import PAPER_GRID, DiffuseConfig, ExploreConfig, ToolsConfig
-from ..run import RunDirError
+from ..run import RunDir
 from .common import RunResult, Testbed
 from .diffuse import DIFFUSE, run_diffuse
 from .explore import EXPLORE, run_explore
@@ -37,13 +36,6 @@ TESTBEDS = {t.kind: t for t in (EXPLORE, DIFFUSE, TOOLS)}
 def render_run(path: str | Path) -> RunResult:
     """Re-render ``summary.json``, ``table.md`` and the plots of a run folder from its config and events."""
     p = Path(path)
-    try:
-        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError):
-        raise RunDirError(f"{p}: no config.json here; not a run folder") from None
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{p / 'config.json'}:{e.lineno}: not valid JSON") from None
-    kind = next((k for k in TESTBEDS if isinstance(config, dict) and k in config), None)
-    if kind is None or "resolved" not in config:
-        raise RunDirError(f"{p / 'config.json'}: not an explore, diffuse or tools run of this version of atp-graph")
+    config = RunDir.read_config(p)
+    kind = next(k for k in TESTBEDS if k in config)
     return TESTBEDS[kind].render(p, config)

@@ -11,12 +11,12 @@ from ..agents import make_agents
 from ..config import AgentConfig
 from ..contracts import Game
 from ..errors import UserError
-from ..events import Event, EventLog
+from ..events import Event
 from ..policies.base import Policy
 from ..policies.options import answer_knobs
 from ..policies.spec import SurrogateModel, load_model
 from ..run import RunDir, faults, play_rounds, versions
-from ..run.rundir import RunDirError
+from ..run.rundir import RunDirError, read_json
 
 Build = Callable[[Any], tuple[Game, dict[str, Any]]]
 """config -> (game, resolved values: at least ``rounds`` and ``history_window``)."""
@@ -132,10 +132,15 @@ class Testbed:
 
     def render(self, path: Path, config: Mapping[str, Any]) -> RunResult:
         """Re-render a run folder's summary, table and plots from its config and events alone."""
-        events = EventLog(path / "events.jsonl")
+        rundir = RunDir(path)
+        state = path / "state.json"
+        ckpt = read_json(state) if state.exists() else {}
+        done = ckpt.get("round") if isinstance(ckpt, dict) else None
+        rundir.check_events(done if isinstance(done, int) else config["resolved"]["rounds"])
+        events = rundir.events()
         surrogate = any(e.policy == "surrogate" for e in events)  # stops at the first one
         cfg = self.config(**config[self.kind])
-        return self._finish(cfg, config["resolved"], events, RunDir(path), surrogate=surrogate)
+        return self._finish(cfg, config["resolved"], events, rundir, surrogate=surrogate)
 
     def _finish(
         self,
