@@ -192,3 +192,34 @@ def test_bad_preference_data(tmp_path, content, needle):
     data.write_bytes(content)
     refused(cli("defend", "dpo", "--model", "smollm2", "--data", str(data), "--out", str(tmp_path / "v")), needle)
     assert not (tmp_path / "v").exists()
+
+
+def test_the_tiny_model_is_never_built_among_the_users_files(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["explore", "--model", f"tiny:{mine}", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "not empty" in r.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_paper_grid_does_not_silently_override_options(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    r = CliRunner().invoke(cli, ["diffuse", "--paper-grid", "--agents", "5", "--model", "sim"])
+    assert r.exit_code == 2 and "--paper-grid sets --agents" in r.stderr
+
+
+def test_a_misspelt_command_in_an_environment_variable_is_warned_about(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    r = CliRunner().invoke(cli, ["scenarios", "list"], env={"ATP_DIFUSE_SCENARIOS": "x"})
+    assert "ATP_DIFUSE_SCENARIOS names no command" in r.stderr

@@ -57,17 +57,28 @@ def cli(ctx: click.Context) -> None:
 
 
 def _warn_unknown_env(ctx: click.Context) -> None:
-    """Say so when an ``ATP_<COMMAND>_<OPTION>`` variable names no option of the command (it would be ignored)."""
+    """Say so when an ``ATP_*`` variable names no command, or an ``ATP_<COMMAND>_<OPTION>`` variable no option of
+    the command being run (either would be ignored)."""
     import os
 
+    group = ctx.command
+    assert isinstance(group, click.Group)
+    commands = {f"ATP_{c.upper().replace('-', '_')}_" for c in group.list_commands(ctx)}
+    for var in sorted(os.environ):
+        if var.startswith("ATP_") and var not in OTHER_ENV and not any(var.startswith(c) for c in commands):
+            click.secho(f"warning: {var} names no command of atp and is ignored", fg="yellow", err=True)
     name = ctx.invoked_subcommand
-    cmd = ctx.command.get_command(ctx, name) if name and isinstance(ctx.command, click.Group) else None
+    cmd = group.get_command(ctx, name) if name else None
     if cmd is None or isinstance(cmd, click.Group):
         return
-    prefix = f"ATP_{name.upper().replace('-', '_')}_"
+    prefix = f"ATP_{name.upper().replace('-', '_')}_"  # type: ignore[union-attr]
     known = {prefix + p.name.upper() for p in cmd.params if p.name}
     for var in sorted(v for v in os.environ if v.startswith(prefix) and v not in known):
         click.secho(f"warning: {var} is not an option of `{name}` and is ignored", fg="yellow", err=True)
+
+
+OTHER_ENV = {"ATP_FAULT", "ATP_GRAPH_SCENARIOS", "ATP_HEAVY_TESTS"}
+"""The ``ATP_*`` variables that are not options: fault injection, the built-in scenarios' folder, the test tier."""
 
 
 # ---------------------------------------------------------------- scenarios
@@ -301,6 +312,10 @@ def diffuse(paper_grid: bool, out: str | None, resume: str | None, **options: An
     from atp_graph.policies.options import load_with_options
     from atp_graph.testbeds import run_diffuse
 
+    clash = [k for k in PAPER_GRID if k != "scenarios" and options.get(k) is not None] if paper_grid else []
+    if clash:
+        flags = ", ".join("--" + k.replace("_", "-") for k in clash)
+        raise click.UsageError(f"--paper-grid sets {flags} to the study's values; drop {flags} or --paper-grid")
     grid = {**PAPER_GRID, "scenarios": options.get("scenarios")} if paper_grid else {}
     cfg = _config(DiffuseConfig, "diffuse", resume, options, out=out, **grid)
     settings = model_settings(options, resume=resume, kind="diffuse")

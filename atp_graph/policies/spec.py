@@ -169,6 +169,11 @@ def load_policy(
 
         folder = Path(target).expanduser()
         if not (folder / "config.json").exists():
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                raise ModelError(
+                    f"{spec}: {folder} holds no model and is not empty; the tiny model is built only into a new or "
+                    "empty folder (it never writes among your files)"
+                )
             build_tiny_model(folder)
         return HFPolicy.from_pretrained(folder, name=spec, **local, **sampling)
     if kind == "server":
