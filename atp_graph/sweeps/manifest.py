@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UserError
 from ..run import RunDir, versions
+from ..run.rundir import RunDirError, read_json
 from .plan import PlannedRun
 
 MANIFEST, LOCK, WORKERS_LOCK, RUNS = "sweep.json", "sweep.lock", "workers.lock", "runs"
@@ -94,14 +94,15 @@ class Manifest(BaseModel):
 def run_state(path: Path) -> tuple[Literal["new", "partial", "done"], int]:
     """What a run folder holds: nothing yet, some rounds (resumable), or a finished run; and its completed rounds."""
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        config = read_json(path / "config.json")
+        rounds = int(config["resolved"]["rounds"])
+    except (RunDirError, KeyError, TypeError, ValueError):
         return "new", 0
     try:
-        done = int(json.loads((path / "state.json").read_text(encoding="utf-8"))["round"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        done = int(read_json(path / "state.json")["round"])
+    except (RunDirError, KeyError, TypeError, ValueError):
         done = 0
-    finished = done >= int(config.get("resolved", {}).get("rounds", 0) or 0) > 0
+    finished = done >= rounds > 0
     return ("done" if finished and (path / "summary.json").exists() else "partial"), done
 
 
@@ -160,10 +161,12 @@ class SweepFolder:
 def read_manifest(path: str | Path) -> Manifest:
     """A sweep folder's manifest, or a :class:`SweepError` saying why there is none."""
     f = Path(path) / MANIFEST
+    if not f.exists():
+        raise SweepError(f"{path}: no {MANIFEST} here; not a sweep folder")
     try:
-        return Manifest.model_validate_json(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"{path}: no {MANIFEST} here; not a sweep folder") from None
+        return Manifest.model_validate(read_json(f))
+    except RunDirError as e:
+        raise SweepError(str(e)) from None
     except ValidationError as e:
         raise SweepError(f"{f}: not a sweep manifest of this version of atp-graph ({e.errors()[0]['msg']})") from None
 

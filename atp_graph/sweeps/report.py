@@ -21,6 +21,7 @@ from ..analysis.quality import INVALID_WARN
 from ..analysis.report import plot_heatmap, plot_rates, rate_table
 from ..events import read_events
 from ..policies.spec import SURROGATE_LABEL
+from ..run import RunDir
 from .manifest import RUNS, RunRecord, SweepError, read_manifest, run_state
 from .plan import label
 from .tidy import EventTable, write_rates
@@ -182,7 +183,7 @@ def _read(folder: Path, manifest: Any) -> tuple[list[Unit], list[RunRecord], lis
             if run_state(path)[0] != "done":
                 missing.append(record)
                 continue
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            config = RunDir.read_config(path, kind=manifest.command)
             events = read_events(path / "events.jsonl")
             table.add(record.name, record.axes, events)
             rounds, model = int(config["resolved"]["rounds"]), config[manifest.command]["model"]
