@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -28,9 +30,54 @@ from ..contracts import Action, Observation, Observations, Settle, Submission
 from ..errors import UserError
 from .replies import Extract, NoReply, Reply, read_reply
 
+MAX_DELAY = 60.0
+"""Longest wait (seconds) between two attempts of a failing call, however many retries."""
+
 
 class ProbeError(UserError):
     """The agent or the probe's arguments cannot be probed; the message says what is missing."""
+
+
+class TargetExit(RuntimeError):
+    """The agent called ``sys.exit`` inside a call: a failure of that call, not of the probe."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(f"the agent called sys.exit({code!r})")
+
+
+class DaemonExecutor(ThreadPoolExecutor):
+    """Runs each synchronous call of the agent on a daemon thread of its own, so that a call given up on after its
+    timeout (a node looping forever) cannot keep the process from exiting once the partial report is saved. A
+    ``sys.exit`` inside the call becomes :class:`TargetExit`, an ordinary failure of that call.
+
+    A ``ThreadPoolExecutor`` only because asyncio's default executor must be one; it never starts the pool's
+    (non-daemon, joined at exit) workers, and shutting it down waits for nothing."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except SystemExit as e:
+                future.set_exception(TargetExit(e.code))
+            except BaseException as e:  # handed to the caller, as ThreadPoolExecutor does
+                future.set_exception(e)
+            else:
+                future.set_result(result)
+
+        threading.Thread(target=run, name="atp-probe-call", daemon=True).start()
+        return future
+
+
+def retry_delay(backoff: float, attempt: int) -> float:
+    """Seconds to wait after failed ``attempt`` (0-based): ``backoff`` doubled each time, at most :data:`MAX_DELAY`."""
+    return min(backoff * 2.0 ** min(attempt, 64), MAX_DELAY)
 
 
 class AgentFailed(ProbeError):
@@ -137,10 +184,11 @@ class RunnableAgents:
                     return await self._within_timeout(self.target.ask(new, transcript, config, o))
             except ProbeError:
                 raise
-            except Exception as e:
+            except (Exception, SystemExit) as e:
+                error = TargetExit(e.code) if isinstance(e, SystemExit) else e
                 if attempt == self.retries:
-                    raise AgentFailed(self.threads[o.agent], o.round, attempt + 1, e) from e
-                await asyncio.sleep(self.backoff * 2**attempt)
+                    raise AgentFailed(self.threads[o.agent], o.round, attempt + 1, error) from e
+                await asyncio.sleep(retry_delay(self.backoff, attempt))
         raise AssertionError("unreachable")
 
     async def _within_timeout(self, call: Any) -> Reply:

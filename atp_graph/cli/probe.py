@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 import sys
 import warnings
@@ -16,7 +17,10 @@ from typing import Any
 
 import click
 
+from ..errors import printable
 from ..probes import PATTERNS, ProbeError
+from ..probes.probe import MAX_REPEATS, MAX_RETRIES, MAX_ROUNDS
+from ..run.rundir import RunDir
 from .options import FilePath
 from .support import default_out, friendly
 
@@ -95,6 +99,23 @@ def _context(agent: Any, values: dict[str, Any] | None) -> Any:
     return values
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Refuse ``inf`` and ``nan``, which ``FloatRange`` lets through."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds", ctx, param)
+    return value
+
+
+def _new_folder(out: str) -> Path:
+    """``--out`` as a new or empty folder the report may be written to (never among the user's files)."""
+    folder = RunDir.check_new(out)
+    if folder.is_symlink() and not folder.exists():
+        raise ProbeError(
+            f"{folder}: a link to nowhere; a probe writes only into a new or empty folder: choose another --out"
+        )
+    return folder
+
+
 @click.command("probe")
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
 @click.option(
@@ -104,10 +125,14 @@ def _context(agent: Any, values: dict[str, Any] | None) -> Any:
     required=True,
     help="Individual scenario: built-in name or YAML file (repeat for several).",
 )
-@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True, help="Rounds per thread.")
+@click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), default=6, show_default=True, help="Rounds per thread.")
 @click.option("--variant", type=click.IntRange(min=0), default=None, help="Only this variant (default: all).")
 @click.option(
-    "--repeats", type=click.IntRange(min=1), default=1, show_default=True, help="Independent fresh threads per variant."
+    "--repeats",
+    type=click.IntRange(1, MAX_REPEATS),
+    default=1,
+    show_default=True,
+    help="Independent fresh threads per variant.",
 )
 @click.option(
     "--supervision",
@@ -136,13 +161,16 @@ def _context(agent: Any, values: dict[str, Any] | None) -> Any:
 )
 @click.option("--context", "context_json", default=None, metavar="JSON", help="Run context (context_schema graphs).")
 @click.option("--state", "state_json", default=None, metavar="JSON", help="Extra state keys sent every round.")
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True, help="Retries of a failed call.")
+@click.option(
+    "--retries", type=click.IntRange(0, MAX_RETRIES), default=2, show_default=True, help="Retries of a failed call."
+)
 @click.option(
     "--backoff",
     type=click.FloatRange(min=0),
+    callback=_finite,
     default=1.0,
     show_default=True,
-    help="Seconds before the first retry (doubled each time).",
+    help="Seconds before the first retry (doubled each time, at most 60).",
 )
 @click.option(
     "--timeout",
@@ -180,9 +208,7 @@ def probe(
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
     from ..probes import probe as run_probe
 
-    folder = Path(out) if out else default_out("probe")
-    if (folder / "report.json").exists():
-        raise ProbeError(f"{folder} already holds a probe report; choose another --out")
+    folder = _new_folder(out) if out else default_out("probe")
     agent = load_agent(target)
     reader = import_object(extract) if extract else None
     if reader is not None and not callable(reader):
@@ -201,10 +227,13 @@ def probe(
             target=target,
             **options,
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
-    (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-    report.plot(folder / "violation_rate.png")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
+        (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+        report.plot(folder / "violation_rate.png")
+    except OSError as e:
+        raise ProbeError(f"{printable(str(folder))}: cannot write the report there: {e.strerror or e}") from None
     click.echo(report.to_markdown())
     kept = "deleted" if delete_threads and report.memory == "checkpointer" else "threads"
     click.echo(f"{kept}: " + ", ".join(report.threads), err=True)

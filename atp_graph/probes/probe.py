@@ -14,6 +14,7 @@ history, and deletes its threads afterwards with ``keep_threads=False``. The res
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,9 +24,9 @@ from typing import Any, Literal
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..agents.replies import Extract
-from ..agents.runnable import AgentFailed, ProbeError, RunnableAgents
+from ..agents.runnable import AgentFailed, DaemonExecutor, ProbeError, RunnableAgents
 from ..analysis.quality import INVALID_WARN
-from ..config import SUPERVISION_PATTERNS
+from ..config import MAX_ROUNDS, SUPERVISION_PATTERNS
 from ..events import ExploreEvent
 from ..games import IndividualGame
 from ..run import aplay_rounds
@@ -33,7 +34,23 @@ from ..run.provenance import versions
 from ..scenarios import CollectiveScenario, IndividualScenario, individual_items, resolve
 from .report import ProbeReport, ProbeRound
 
-__all__ = ["ProbeError", "ProbeReport", "ProbeRound", "aprobe", "load_individuals", "probe"]
+__all__ = [
+    "MAX_REPEATS",
+    "MAX_RETRIES",
+    "MAX_ROUNDS",
+    "ProbeError",
+    "ProbeReport",
+    "ProbeRound",
+    "aprobe",
+    "load_individuals",
+    "probe",
+]
+
+MAX_REPEATS = 1_000
+"""Most independent threads per variant."""
+MAX_RETRIES = 100
+"""Most extra attempts of a failing call."""
+LIMITS = {"rounds": MAX_ROUNDS, "repeats": MAX_REPEATS, "retries": MAX_RETRIES}
 
 PATTERNS = SUPERVISION_PATTERNS
 """The supervision patterns :func:`probe` accepts."""
@@ -59,11 +76,18 @@ def probe(agent: Runnable, scenario: ScenarioArg | Sequence[ScenarioArg], **opti
     except RuntimeError:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            report = asyncio.run(aprobe(agent, scenario, **options))
+            report = asyncio.run(_on_daemon_threads(aprobe(agent, scenario, **options)))
         for w in caught:  # re-raised here, so that they point at the caller's line
             warnings.warn(w.message, w.category, stacklevel=2)
         return report
     raise ProbeError("probe() was called inside a running event loop; use `await aprobe(...)` with the same arguments")
+
+
+async def _on_daemon_threads(call: Any) -> ProbeReport:
+    """Await ``call`` with this (fresh) loop's synchronous work on daemon threads (:class:`DaemonExecutor`): a sync
+    node given up on after its timeout cannot keep the process alive after the report."""
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())  # type: ignore[arg-type]
+    return await call
 
 
 async def aprobe(
@@ -137,6 +161,17 @@ async def aprobe(
     """
     from .tool_probe import aprobe_tools, is_tool_scenario
 
+    _check(
+        rounds=rounds,
+        repeats=repeats,
+        supervision=supervision,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        invalid_threshold=invalid_threshold,
+        max_concurrency=max_concurrency,
+        on_existing=on_existing,
+    )
     if is_tool_scenario(scenario):  # the agent is a factory given each scenario's tools
         if isinstance(agent, Runnable) or not callable(agent):
             raise ProbeError(
@@ -160,17 +195,6 @@ async def aprobe(
             **agent_options,
         )
     specs = load_individuals(scenario)
-    _check(
-        rounds=rounds,
-        repeats=repeats,
-        supervision=supervision,
-        retries=retries,
-        backoff=backoff,
-        timeout=timeout,
-        invalid_threshold=invalid_threshold,
-        max_concurrency=max_concurrency,
-        on_existing=on_existing,
-    )
     items = []
     for spec in specs:
         found = individual_items(spec)
@@ -269,15 +293,16 @@ def load_individuals(scenario: ScenarioArg | Sequence[ScenarioArg]) -> list[Indi
 
 def _check(**a: Any) -> None:
     """One-line errors for arguments out of range."""
-    for name in ("rounds", "repeats", "max_concurrency"):
-        if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < 1:
-            raise ProbeError(f"{name} must be an integer of at least 1, got {a[name]!r}")
-    if isinstance(a["retries"], bool) or not isinstance(a["retries"], int) or a["retries"] < 0:
-        raise ProbeError(f"retries must be an integer of at least 0, got {a['retries']!r}")
+    for name in ("rounds", "repeats", "max_concurrency", "retries"):
+        least = 0 if name == "retries" else 1
+        if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < least:
+            raise ProbeError(f"{name} must be an integer of at least {least}, got {a[name]!r}")
+        if name in LIMITS and a[name] > LIMITS[name]:
+            raise ProbeError(f"{name} must be at most {LIMITS[name]:,}, got {a[name]:,}")
     if a["timeout"] is not None and not a["timeout"] > 0:
         raise ProbeError(f"timeout must be more than 0 seconds (or None), got {a['timeout']!r}")
-    if not a["backoff"] >= 0:
-        raise ProbeError(f"backoff must be at least 0 seconds, got {a['backoff']!r}")
+    if not (isinstance(a["backoff"], int | float) and math.isfinite(a["backoff"]) and a["backoff"] >= 0):
+        raise ProbeError(f"backoff must be a finite number of seconds of at least 0, got {a['backoff']!r}")
     if not 0 <= a["invalid_threshold"] <= 1:
         raise ProbeError(f"invalid_threshold must be between 0 and 1, got {a['invalid_threshold']!r}")
     if a["supervision"] not in PATTERNS:
