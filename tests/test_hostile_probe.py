@@ -35,7 +35,7 @@ variants:
   - {low: 40, high: 60}
 """
 
-MODULE = '''\
+MODULE = """\
 import sys
 import time
 
@@ -69,7 +69,7 @@ def _raises(state):
 
 
 good, loops, exits, raises = _graph(_good), _graph(_loops), _graph(_exits), _graph(_raises)
-'''
+"""
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Registered lazily on the main command group (:class:`atp_graph.cli.main.LazyGrou
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -20,7 +21,7 @@ import click
 from ..errors import printable
 from ..probes import PATTERNS, ProbeError
 from ..probes.probe import MAX_REPEATS, MAX_RETRIES, MAX_ROUNDS
-from ..run.rundir import RunDir
+from ..run.rundir import RunDir, RunDirError
 from .options import FilePath
 from .support import default_out, friendly
 
@@ -108,7 +109,15 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 
 def _new_folder(out: str) -> Path:
     """``--out`` as a new or empty folder the report may be written to (never among the user's files)."""
-    folder = RunDir.check_new(out)
+    try:
+        folder = RunDir.check_new(out)
+    except RunDirError:
+        report = False
+        with contextlib.suppress(OSError, ValueError):
+            report = (Path(out) / "report.json").is_file()
+        if report:  # the commonest case, said plainly
+            raise ProbeError(f"{printable(out)} already holds a probe report; choose another --out") from None
+        raise
     if folder.is_symlink() and not folder.exists():
         raise ProbeError(
             f"{folder}: a link to nowhere; a probe writes only into a new or empty folder: choose another --out"
