@@ -94,6 +94,8 @@ class RunDir:
             parent = next((a for a in p.absolute().parents if a.exists()), None)
             if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
                 raise RunDirError(f"{p}: cannot create it: {parent} is not a writable folder")
+        except RunDirError:
+            raise
         except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
             why = getattr(e, "strerror", None) or e
             raise RunDirError(f"{printable(str(p))}: cannot use it as a run folder: {why}") from None
