@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .parsing import ParseRule
 from .policies.base import DecisionMode
-from .scenarios.models import SupervisionPattern
+from .scenarios.models import MAX_ROUNDS, SupervisionPattern
+from .scenarios.render import MAX_NUMBER
 
 Evolution = Literal["transcript", "reflection", "none"]
 """What agents carry between rounds."""
@@ -38,8 +39,6 @@ RandomRule = Literal["seeded", "cyclic"]
 Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
 
-MAX_ROUNDS = 10_000
-"""Most rounds a run may ask for (every round is kept on disk and in the summary)."""
 MAX_AGENTS = 10_000_000
 """Most agents of a generated graph."""
 
@@ -177,8 +176,9 @@ class DiffuseConfig(AgentConfig):
     @classmethod
     def _rewards(cls, v: list[Rewards] | None) -> list[Rewards] | None:
         for triple in v or []:
-            if not all(math.isfinite(x) and x >= 0 for x in triple):
-                raise ValueError(f"rewards {'/'.join(f'{x:g}' for x in triple)} must be finite and not negative")
+            if not all(math.isfinite(x) and 0 <= x <= MAX_NUMBER for x in triple):
+                shown = "/".join(f"{x:g}" for x in triple)
+                raise ValueError(f"rewards {shown} must be finite, not negative and at most {MAX_NUMBER:g}")
         return v
 
 

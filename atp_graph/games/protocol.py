@@ -294,20 +294,20 @@ def load_protocol(spec: str | Path | Protocol | None) -> Protocol:
     path = Path(spec)
     if not path.is_file():
         raise ProtocolError(f"{spec}: no such protocol file or built-in protocol ({', '.join(BUILTIN_PROTOCOLS)})")
-    from ..scenarios.loader import MAX_BYTES, BadYAML, parse_yaml
+    from ..scenarios.loader import BadYAML, FileProblem, parse_yaml, read_regular
 
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ProtocolError(f"{path}: larger than {MAX_BYTES:,} bytes")
-        data, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as e:
+        data, _ = parse_yaml(read_regular(path).decode("utf-8"), str(path))
+    except FileProblem as e:
+        raise ProtocolError(f"{path}: {e}") from None
+    except UnicodeDecodeError as e:
         raise ProtocolError(f"{path}: cannot read protocol: {' '.join(str(e).split())}") from None
     except BadYAML as e:
         raise ProtocolError(f"{path}:{e.line}: {e.message}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{path}: a protocol file is a mapping (name, base, individual, collective)")
     base_name = data.pop("base", "default")
-    if base_name not in BUILTIN_PROTOCOLS:
+    if not isinstance(base_name, str) or base_name not in BUILTIN_PROTOCOLS:
         raise ProtocolError(f"{path}: base: unknown protocol {base_name!r}; use one of {', '.join(BUILTIN_PROTOCOLS)}")
     base = BUILTIN_PROTOCOLS[base_name].model_dump()
     for section in ("individual", "collective"):

@@ -8,6 +8,7 @@ its own result; seeded deviants always choose the collective option and are neve
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,7 @@ from ..contracts import Action, Observation, Observations, Outcome, Submission
 from ..errors import UserError
 from ..events import DiffuseEvent
 from ..scenarios import CollectiveItem
+from ..scenarios.render import GameRules
 from .prompts import DEFAULT, PeerView, collective_feedback, collective_question, collective_system
 from .protocol import Protocol, digest
 from .rules import GameResult, play_threshold_game, seed_positions
@@ -38,6 +40,27 @@ class Population:
     item: CollectiveItem
     threshold: float
     rewards: Rewards
+
+
+MAX_CAPITAL = 1e100
+"""Largest capital a run may reach in its worst case (far beyond it, capital arithmetic overflows to inf and NaN)."""
+
+
+def check_capital(rules: GameRules, rounds: int, what: str) -> None:
+    """Refuse up front a game whose capital could exceed :data:`MAX_CAPITAL` within ``rounds`` rounds (worst case:
+    the largest factor every round), rather than clip it or let it reach inf/NaN."""
+    start = abs(rules.start_capital)
+    big = max(abs(rules.success), abs(rules.fail_collective), abs(rules.fail_independent))
+    n = max(rounds, 1)
+    if rules.capital == "multiplicative":
+        over = start > 0 and big > 1 and math.log10(start) + n * math.log10(big) > math.log10(MAX_CAPITAL)
+    else:
+        over = start + n * big > MAX_CAPITAL
+    if over:
+        raise GameError(
+            f"{what}: capital could exceed {MAX_CAPITAL:g} within {n} round(s) (start {rules.start_capital:g}, "
+            f"largest factor {big:g}, {rules.capital}); lower the payoffs or the rounds"
+        )
 
 
 def _with_cell(item: CollectiveItem, threshold: float | None, rewards: Rewards | None) -> CollectiveItem:
@@ -122,6 +145,8 @@ class ThresholdGame:
         except ValueError as e:
             raise GameError(str(e)) from None
         self.deciders = [i for i in range(self.n) if i not in self.seeded]
+        for pop in self.pops:
+            check_capital(pop.item.rules, rounds, pop.id)
         self.capital = {p.id: np.full(self.n, p.item.rules.start_capital) for p in self.pops}
         self.game_adj = self.adj if scope == "local" else None
         self.degree = np.asarray(self.adj.sum(axis=1)).ravel()

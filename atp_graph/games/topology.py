@@ -8,10 +8,30 @@ import networkx as nx
 
 from ..config import TOPOLOGIES
 from ..errors import UserError
+from ..scenarios.loader import FileProblem, read_regular
 
 
 class TopologyError(UserError):
     """A graph that cannot host a diffusion run."""
+
+
+MAX_EDGES = 2_000_000
+"""Most edges a generated graph may have (beyond it, building the graph and playing rounds take hours)."""
+
+
+def implied_edges(topology: str, n: int, *, k: int = 4, p: float = 0.1, m: int = 2) -> int:
+    """About how many edges ``topology`` has on ``n`` nodes (the expected count for ``random``)."""
+    full = n * (n - 1) // 2
+    counts = {
+        "complete": full,
+        "small-world": n * (k // 2),
+        "scale-free": (n - m) * m,
+        "ring": n,
+        "grid": 2 * n,
+        "random": int(p * full),
+        "star": n - 1,
+    }
+    return counts.get(topology, full)
 
 
 def build_graph(topology: str, n: int, *, k: int = 4, p: float = 0.1, m: int = 2, seed: int = 0) -> nx.Graph:
@@ -27,6 +47,12 @@ def build_graph(topology: str, n: int, *, k: int = 4, p: float = 0.1, m: int = 2
         raise TopologyError(f"--agents must be at least 2, got {n}")
     if not 0 <= p <= 1:
         raise TopologyError(f"--p must be in [0, 1], got {p}")
+    edges = implied_edges(topology, n, k=k, p=p, m=m)
+    if edges > MAX_EDGES:
+        raise TopologyError(
+            f"{topology} graph of {n:,} agents would have about {edges:,} edges, over the limit of {MAX_EDGES:,}; "
+            "use fewer --agents or a sparser topology"
+        )
     if topology == "complete":
         g = nx.complete_graph(n)
     elif topology == "small-world":
@@ -50,21 +76,27 @@ def build_graph(topology: str, n: int, *, k: int = 4, p: float = 0.1, m: int = 2
     return g
 
 
+MAX_GRAPH_BYTES = 256 * 1024**2
+"""Largest graph file read."""
+
+
 def load_graph(path: str | Path) -> nx.Graph:
     """Read an edge list (``.txt``/``.edges``/``.csv``), GraphML or GML file; nodes are relabelled ``0..n-1``
     (the original labels are kept in the ``label`` attribute)."""
     path = Path(path)
     try:
+        raw = read_regular(path, MAX_GRAPH_BYTES)
+    except FileProblem as e:
+        raise TopologyError(f"{_printable(str(path))}: {e}") from None
+    try:
         if path.suffix.lower() == ".graphml":
-            g = nx.read_graphml(path)
+            g = nx.parse_graphml(raw)
         elif path.suffix.lower() == ".gml":
-            g = nx.read_gml(path, label="id")
+            g = nx.parse_gml(raw.decode("utf-8").splitlines(), label="id")
         else:
-            g = _read_edge_list(path)
+            g = _read_edge_list(path, raw.decode("utf-8"))
     except TopologyError:
         raise
-    except FileNotFoundError:
-        raise TopologyError(f"{path}: no such file") from None
     except Exception as e:  # networkx raises many types for malformed files
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TopologyError(f"{path}: cannot read graph: {_printable(first)}") from None
@@ -92,17 +124,17 @@ def _printable(text: str, limit: int = 160) -> str:
     return shown + ("..." if len(text) > limit else "")
 
 
-def _read_edge_list(path: Path) -> nx.Graph:
-    """Read ``u v`` (or ``u v weight``; commas allowed) per line; ``#`` starts a comment. Every other line is an
-    error naming its line number: a silently skipped line would change the graph."""
-    g = nx.Graph()
-    text = path.read_text(encoding="utf-8")
+def _read_edge_list(path: Path, text: str) -> nx.MultiGraph:
+    """Read ``u v`` (or ``u v weight``; commas allowed) per line of ``text``; ``#`` starts a comment. Every other
+    line is an error naming its line number: a silently skipped line would change the graph. A repeated edge is kept
+    as a parallel edge, so the caller notes that it merges it."""
+    g = nx.MultiGraph()
     for no, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].replace(",", " ").split()
         if not line:
             continue
         if len(line) not in (2, 3):
-            raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got {raw.strip()!r}")
+            raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got '{_printable(raw.strip())}'")
         g.add_edge(line[0], line[1])
     return g
 

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from .loader import FileProblem, read_regular
 
 __all__ = ["ImportAtpError", "detect_format", "import_atp", "slugify", "study_reward_variants", "write_scenarios"]
 
@@ -112,6 +113,10 @@ def detect_format(data: Any) -> str | None:
     return None
 
 
+MAX_JSON_BYTES = 50_000_000
+"""Largest study JSON file read."""
+
+
 def import_atp(path: Path) -> list[dict[str, Any]]:
     """Read one of the study's JSON files and return scenario documents, one per environment.
 
@@ -125,8 +130,10 @@ def import_atp(path: Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+    except FileProblem as e:
+        raise ImportAtpError(f"{path}: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ImportAtpError(f"{path}: cannot read as JSON: {e}") from None
     kind = detect_format(data)
     if kind is None:

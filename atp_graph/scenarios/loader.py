@@ -141,6 +141,30 @@ def line_for(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
+class FileProblem(ValueError):
+    """A file that is not read: not a regular file, too large, or unreadable (the message says which)."""
+
+
+def read_regular(path: str | Path, limit: int = MAX_BYTES) -> bytes:
+    """The bytes of ``path``, read only when it is a regular file of at most ``limit`` bytes (never a device, FIFO
+    or folder, which could block or never end); raise :class:`FileProblem` otherwise."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise FileProblem("cannot read: no such file")
+        if not path.is_file():
+            raise FileProblem("not a regular file")
+        if path.stat().st_size > limit:
+            raise FileProblem(f"larger than {limit:,} bytes")
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise FileProblem(f"cannot read: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise FileProblem(f"larger than {limit:,} bytes")
+    return raw
+
+
 def load_scenario_file(path: str | Path) -> AnyScenario:
     """Load and fully validate one scenario file; raise :class:`ScenarioError` listing every problem."""
     return _load(path)[0]
@@ -150,13 +174,9 @@ def _load(path: str | Path) -> tuple[AnyScenario, dict[tuple, int]]:
     path = Path(path)
     shown = str(path)
     try:
-        if not path.is_file():
-            raise ScenarioError([Problem(shown, 1, "(file)", "not a regular file")])
-        if path.stat().st_size > MAX_BYTES:
-            raise ScenarioError([Problem(shown, 1, "(file)", f"larger than {MAX_BYTES:,} bytes")])
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError([Problem(shown, 1, "(file)", f"cannot read: {e.strerror or e}")]) from None
+        raw = read_regular(path)
+    except FileProblem as e:
+        raise ScenarioError([Problem(shown, 1, "(file)", str(e))]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 SupervisionPattern = Literal[
     "all_unsupervised",
@@ -22,6 +22,8 @@ SupervisionPattern = Literal[
 ]
 """When the supervisor checks: see :func:`atp_graph.environments.supervision_schedule`."""
 
+MAX_ROUNDS = 10_000
+"""Most rounds a run or a scenario's defaults may ask for (every round is kept on disk and in the summary)."""
 Number = StrictInt | StrictFloat
 Scalar = StrictInt | StrictFloat | str
 """A payoff or game number: a literal number or a ``${param}`` template filled from each variant."""
@@ -106,7 +108,7 @@ class Game(_Spec):
 
 
 class Defaults(_Spec):
-    rounds: PositiveInt = 6
+    rounds: Annotated[int, Field(gt=0, le=MAX_ROUNDS)] = 6
     """Rounds played when the run does not say."""
     history_window: Annotated[int, Field(ge=0)] = 5
     """How many past rounds the transcript memory shows."""
@@ -154,7 +156,7 @@ class IndividualScenario(_Scenario):
 
 
 class CollectiveDefaults(Defaults):
-    rounds: PositiveInt = 3
+    rounds: Annotated[int, Field(gt=0, le=MAX_ROUNDS)] = 3
     """Rounds played when the run does not say."""
 
 

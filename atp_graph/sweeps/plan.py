@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from typing import Any
 
@@ -61,6 +62,10 @@ def _name(index: int, width: int, axes: dict[str, Any]) -> str:
     return "_".join(parts)[:180]
 
 
+MAX_RUNS = 10_000
+"""Most runs one sweep spec may expand to."""
+
+
 def expand(spec: SweepSpec) -> list[PlannedRun]:
     """Every run of the spec (``runs`` entries in order, each crossed with the grid in the order written).
 
@@ -71,6 +76,10 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
     base = {**(PAPER_GRID if spec.paper_grid else {}), **spec.base}
     origin = {k: ("paper_grid",) for k in PAPER_GRID} if spec.paper_grid else {}
     origin.update({k: ("base", k) for k in spec.base})
+    total = math.prod(len(v) for v in spec.grid.values()) * len(spec.runs or [{}])
+    if total > MAX_RUNS:
+        where = ("grid",) if spec.grid else ("runs",)
+        raise SpecError([spec.problem(where, f"the spec expands to {total:,} runs, over the limit of {MAX_RUNS:,}")])
     combos = list(itertools.product(*[list(enumerate(v)) for v in spec.grid.values()]))
     keys = axes_of(spec)
     problems: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..config import AgentConfig, DiffuseConfig, ExploreConfig
 from ..errors import UserError, validation_message
 from ..policies.options import ModelOptions
-from ..scenarios.loader import BadYAML, Problem, line_for, parse_yaml
+from ..scenarios.loader import BadYAML, FileProblem, Problem, line_for, parse_yaml, read_regular
 
 Command = Literal["explore", "diffuse"]
 """The commands a sweep can run."""
@@ -121,9 +121,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec file; raise :class:`SpecError` with every problem, one line each."""
     shown = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError([Problem(shown, 1, "(file)", f"cannot read: {e.strerror or e}")]) from None
+        text = read_regular(path).decode("utf-8")
+    except FileProblem as e:
+        raise SpecError([Problem(shown, 1, "(file)", str(e))]) from None
     except UnicodeDecodeError:
         raise SpecError([Problem(shown, 1, "(file)", "not valid UTF-8")]) from None
     try:
@@ -142,7 +142,7 @@ def spec_from_data(data: dict[str, Any], *, source: str = "<spec>", lines: dict[
     def at(loc: tuple, message: str) -> Problem:
         return Problem(source, line_for(lines, loc), _field(loc), message)
 
-    if data.get("command") in NOT_SWEEPABLE:
+    if isinstance(data.get("command"), str) and data["command"] in NOT_SWEEPABLE:
         raise SpecError([at(("command",), NOT_SWEEPABLE[data["command"]])])
     try:
         spec = SweepSpec.model_validate(data)
