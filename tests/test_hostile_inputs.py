@@ -223,3 +223,15 @@ def test_a_misspelt_command_in_an_environment_variable_is_warned_about(tmp_path)
 
     r = CliRunner().invoke(cli, ["scenarios", "list"], env={"ATP_DIFUSE_SCENARIOS": "x"})
     assert "ATP_DIFUSE_SCENARIOS names no command" in r.stderr
+
+
+def test_no_nan_in_a_summary_when_a_rate_has_no_measurement(tmp_path):
+    """One round: re-adoption after a successful round has n = 0; JSON gets null, not NaN (which is not JSON)."""
+    import json
+
+    from atp_graph.config import DiffuseConfig
+    from atp_graph.testbeds import run_diffuse
+
+    run_diffuse(DiffuseConfig(model="sim", rounds=1, agents=12), out=tmp_path / "run", progress=False)
+    text = (tmp_path / "run" / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["readoption_after_success"]["rate"] is None

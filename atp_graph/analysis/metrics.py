@@ -22,12 +22,21 @@ class Rate:
     high: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"k": self.k, "n": self.n, "rate": self.value, "low": self.low, "high": self.high}
+        """As JSON holds it: a round without a measurement (``n`` 0) has ``null`` rate and bounds, never NaN."""
+
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return {"k": self.k, "n": self.n, "rate": num(self.value), "low": num(self.low), "high": num(self.high)}
 
     @classmethod
     def from_dict(cls, d: dict[str, float]) -> Rate:
         """Inverse of :meth:`as_dict` (reads summaries back)."""
-        return cls(d["k"], int(d["n"]), d["rate"], d["low"], d["high"])
+
+        def num(x: float | None) -> float:
+            return math.nan if x is None else x
+
+        return cls(d["k"], int(d["n"]), num(d["rate"]), num(d["low"]), num(d["high"]))
 
     def __str__(self) -> str:
         return f"{self.value:.1%} [{self.low:.1%}, {self.high:.1%}]" if self.n else "n/a"

@@ -7,7 +7,7 @@ from pathlib import Path
 import networkx as nx
 
 from ..config import TOPOLOGIES
-from ..errors import UserError
+from ..errors import UserError, printable
 from ..scenarios.loader import FileProblem, read_regular
 
 
@@ -87,7 +87,7 @@ def load_graph(path: str | Path) -> nx.Graph:
     try:
         raw = read_regular(path, MAX_GRAPH_BYTES)
     except FileProblem as e:
-        raise TopologyError(f"{_printable(str(path))}: {e}") from None
+        raise TopologyError(f"{printable(str(path))}: {e}") from None
     try:
         if path.suffix.lower() == ".graphml":
             g = nx.parse_graphml(raw)
@@ -99,7 +99,7 @@ def load_graph(path: str | Path) -> nx.Graph:
         raise
     except Exception as e:  # networkx raises many types for malformed files
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TopologyError(f"{path}: cannot read graph: {_printable(first)}") from None
+        raise TopologyError(f"{path}: cannot read graph: {printable(first)}") from None
     notes = []
     if g.is_directed():
         notes.append(f"{path}: directed graph read as undirected (agents see each other both ways)")
@@ -118,12 +118,6 @@ def load_graph(path: str | Path) -> nx.Graph:
     return g
 
 
-def _printable(text: str, limit: int = 160) -> str:
-    """``text`` safe to print on one line: non-printable characters escaped, cut at ``limit``."""
-    shown = "".join(c if c.isprintable() and c.isascii() else ascii(c)[1:-1] for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
-
-
 def _read_edge_list(path: Path, text: str) -> nx.MultiGraph:
     """Read ``u v`` (or ``u v weight``; commas allowed) per line of ``text``; ``#`` starts a comment. Every other
     line is an error naming its line number: a silently skipped line would change the graph. A repeated edge is kept
@@ -134,7 +128,7 @@ def _read_edge_list(path: Path, text: str) -> nx.MultiGraph:
         if not line:
             continue
         if len(line) not in (2, 3):
-            raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got '{_printable(raw.strip())}'")
+            raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got '{printable(raw.strip())}'")
         g.add_edge(line[0], line[1])
     return g
 

@@ -306,6 +306,6 @@ def _rate_rows(units: list[Unit], axes: list[str]) -> list[dict[str, Any]]:
         lead = {"run": u.run, "cell": u.cell or "", **{a: label(u.axes.get(a)) for a in axes}, "model": u.model}
         for metric, series in (("rate", u.rate), ("invalid", u.invalid), ("truncated", u.truncated or [])):
             for i, r in enumerate(series, 1):
-                numbers = {"k": r.k, "n": r.n, "rate": r.value, "low": r.low, "high": r.high}
+                numbers = r.as_dict()
                 out.append({**lead, "metric": metric, "round": i, **numbers})
     return out
