@@ -70,29 +70,27 @@ def defend() -> None:
 @settings_options(DataSettings)
 @friendly
 def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> None:
-    """Sample preference pairs from the model itself (aligned vs. deviant instruction, instruction not stored).
+    """Preference pairs: sampled from the model itself (aligned vs. deviant instruction, instruction not stored),
+    constructed from the scenarios (--pairs constructed), or both (--pairs mixed).
 
     The answer budget (--max-new-tokens) defaults to 256 tokens for the embedded models and to the study's
     32,768 (individual) / 3,276 (collective) for hf: and provider models. --recipe study samples the study's way
     (instruction as an extra user turn, 5 tries per side); mismatched sides stay dropped unless --mismatched keep.
+    --holdout N keeps N whole jobs out of the data (listed in the provenance) for evaluation.
     """
     from atp_graph.policies import is_surrogate
 
-    from .data import answer_budget, make_preference_data, provenance_path
+    from .data import answer_budget, describe, make_preference_data, provenance_path
 
     cfg = _settings(DataSettings, options)
     if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
     budget = options.get("max_new_tokens") or answer_budget(model, cfg.kind)
-    policy = load_model(model, options, default_tokens=budget)
-    s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget).stats
-    kept = f", {s.kept_mismatched} with a mismatched side kept" if s.kept_mismatched else ""
-    cut = f", {s.truncated} cut off at {budget} tokens" if s.truncated else ""
-    click.echo(
-        f"{s.pairs} pair(s) from {s.items} item(s) (yield {s.yield_rate:.0%}{kept}); aligned answers found "
-        f"{s.aligned_found}, deviant {s.deviant_found}; {s.samples} samples in {s.policy_calls} batched "
-        f"call(s), {s.unparseable} unparseable{cut}, {s.wrong_option} chose the other option"
+    policy = None if cfg.pairs == "constructed" else load_model(model, options, default_tokens=budget)
+    pset = make_preference_data(
+        policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget, progress=True
     )
+    click.echo(describe(pset.stats, pairs=cfg.pairs, budget=budget))
     click.echo(f"wrote {out} and {provenance_path(out)}")
 
 

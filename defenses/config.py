@@ -27,6 +27,7 @@ __all__ = [
     "DPOSettings",
     "DataSettings",
     "GRPOSettings",
+    "PairSource",
     "Recipe",
     "TrainSettings",
     "recipe_report",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 Kind = Literal["individual", "collective"]
+PairSource = Literal["self", "constructed", "mixed"]
+"""Where preference answers come from: the model itself, the scenario, or the model where it complies."""
 Recipe = Literal["small", "study"]
 """small: CPU-sized defaults (the field defaults); study: the original study's recipe (GPU, 8B models)."""
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -143,6 +146,14 @@ class DataSettings(_Recipes):
     first decision counts)."""
     kind: Kind = "individual"
     """Testbed the items come from: individual (rule vs. better-paying violation) or collective (threshold games)."""
+    pairs: PairSource = "self"
+    """Where the answers come from: self (sampled from the model under a steering instruction, the study's way),
+    constructed (written from the scenario: the aligned and the deviant decision, each with one sentence of
+    reasoning; every item in both option orders; for models that cannot follow the instruction) or mixed (both
+    orders sampled; the model's own pair where both sides complied, else the constructed pair)."""
+    holdout: int = Field(default=0, ge=0)
+    """Jobs (whole scenarios, all their variants) kept out of the data for evaluation, drawn with the seed; the
+    provenance lists the training and the held-out jobs."""
     retries: int = Field(default=3, ge=0)
     """Extra sampling rounds for the sides that did not yet parse to their intended option (0 = one try)."""
     steering: Literal["system", "turn"] = "system"
@@ -161,7 +172,7 @@ class DataSettings(_Recipes):
     limit: int | None = Field(default=None, ge=1)
     """Use only the first N items (quick checks)."""
     seed: int = 0
-    """Seed of the per-request sampling seeds; the same seed and model give the same pairs."""
+    """Seed of the per-request sampling seeds and of the held-out jobs; the same seed and model give the same pairs."""
     group_size: int = Field(default=8, ge=2)
     """Collective items: the group size the game text is written for (the study's 8)."""
 
@@ -199,6 +210,9 @@ class TrainSettings(_Recipes):
     """Dropout on the LoRA branch."""
     lora_targets: str = Field(default="all-linear", min_length=1)
     """Modules LoRA adapts: 'all-linear' (every linear layer but the output head) or names such as q_proj,v_proj."""
+    lora_layers: int | None = Field(default=None, ge=1)
+    """Adapt only the last N transformer layers (default: every layer). The layers below stay frozen, so the
+    backward pass stops at the first adapted one: on a CPU, the last 6 of SmolLM2's 30 layers train ~3x faster."""
     seed: int = 0
     """Seed for initialisation, shuffling and sampling."""
     device: str = "auto"
@@ -260,6 +274,9 @@ class GRPOSettings(TrainSettings):
     parse: ParseRule = "last"
     """Which decision the reward reads: the last one outside thinking (ours) or the first one anywhere (the
     study's)."""
+    answer_prefix: str = ""
+    """Text every sampled answer starts with: '' = a free answer (the study's); '{"choice": "' = the decision
+    only, read where score mode reads it (for models too weak to follow the answer format; short completions)."""
 
     @model_validator(mode="after")
     def _groups_fit(self) -> GRPOSettings:
@@ -307,3 +324,4 @@ def recipe_report(settings: BaseModel) -> dict[str, Any]:
     preset = RECIPES.get(name, {}).get(type(settings).__name__, {})
     departs = {k: {"recipe": v, "used": getattr(settings, k)} for k, v in preset.items() if getattr(settings, k) != v}
     return {"name": name, "sets": dict(preset), "departures": departs}
+
