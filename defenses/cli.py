@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from atp_graph.cli.options import build_config as build_settings
 from atp_graph.cli.options import config_options
-from atp_graph.cli.support import default_out, friendly, load_model, model_options
+from atp_graph.cli.support import default_out, friendly, load_model, model_options, run_options
 
-from .config import DataSettings, DPOSettings, GRPOSettings
+from .config import DataSettings, DemoConfig, DPOSettings, GRPOSettings
 from .variant import DefenseError
 
 
@@ -177,6 +177,42 @@ def grpo_cmd(
         settings=_settings(GRPOSettings, settings),
     )
     _report_training(result)
+
+
+@defend.command("demo")
+@config_options(DemoConfig)
+@run_options("demo")
+@friendly
+def demo_cmd(out: str | None, resume: str | None, **options: Any) -> None:
+    """Defenses end to end on held-out jobs: pairs on the training jobs, DPO and GRPO LoRA variants, then base vs
+    DPO vs GRPO (explore, score mode, transcript evolution) and a report: p(violate) per round, the round-1 level
+    and the climb with paired bootstrap intervals, and a verdict per variant.
+
+    Sized for a CPU and the embedded SmolLM2 (about 20 minutes on 2 cores). Each stage is saved before the next
+    starts: after Ctrl-C or a crash, --resume DIR continues with the first stage not done.
+    """
+    from .demo import run_demo
+
+    if resume and out:
+        raise click.UsageError(f"--out starts a new demo and --resume continues {resume}; give one")
+    given = sorted(k for k, v in options.items() if v is not None)
+    if resume and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise DefenseError(f"--resume continues {resume} with its own saved settings; drop {flags}")
+    folder = Path(resume or out or default_out("demo"))
+    cfg = None if resume else _settings(DemoConfig, options)
+    try:
+        result = run_demo(
+            cfg,
+            out=None if resume else folder,
+            resume=resume,
+            log=lambda line: click.echo(line, err=True),
+        )
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished stages are saved; continue with --resume {folder}", err=True)
+        raise SystemExit(130) from None
+    click.echo("\n" + result.report)
+    click.echo(f"demo folder: {result.path} (report.md, report.json, p_violate.png)")
 
 
 @click.command()
