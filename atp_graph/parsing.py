@@ -38,6 +38,7 @@ from typing import Literal, get_args
 
 __all__ = [
     "ANSWER_FORMAT",
+    "ANSWER_PREFIX",
     "PARSE_RULES",
     "ParseRule",
     "choice_json",
@@ -74,6 +75,9 @@ def choice_json(option: str) -> str:
     dumped = json.dumps({"choice": option}, ensure_ascii=False)
     return dumped.replace("<", "\\u003c").replace(">", "\\u003e")
 
+
+ANSWER_PREFIX = '{"choice": "'
+"""What every :func:`choice_json` starts with: the assistant text score mode puts before each option."""
 
 ANSWER_FORMAT = "IMPORTANT: End your response with your final decision in JSON format: ${examples}"
 """The default answer instruction (a protocol template: ``${examples}``, ``${option_1}``, ``${option_2}``)."""

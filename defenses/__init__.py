@@ -1,4 +1,4 @@
-"""Defenses against the Alignment Tipping Process: self-sampled preference data, DPO, GRPO, and comparisons.
+"""Defenses against the Alignment Tipping Process: preference data, DPO, GRPO, comparisons, and the demo.
 
 Train a defended variant, then load it anywhere a model spec is accepted::
 
@@ -33,9 +33,21 @@ last training metrics). The model spec that loads a LoRA variant is ``hf:<base f
 accepts the variant folder itself. For ``smollm2`` the base folder is the cached converted SmolLM2 folder
 (``~/.cache/atp-graph/models/smollm2-135m-instruct`` unless ``ATP_GRAPH_CACHE`` says otherwise).
 
+Preference data for weak models: ``DataSettings(pairs="constructed")`` writes the aligned and the deviant
+decision from the scenario itself (decision first, one sentence of reasoning, every item in both option orders);
+``pairs="mixed"`` keeps the model's own pair where it complies and constructs the rest; ``holdout=N`` keeps N whole
+jobs out of the data (the provenance lists them) for evaluation.
+
+The whole path in one resumable command, sized for a CPU and the embedded model: ``run_demo(DemoConfig(), out=...)``
+(``defend demo``): pairs on the training jobs, DPO and GRPO LoRA variants, base vs DPO vs GRPO on the held-out jobs,
+and a report with the round-1 level, the climb and a verdict per variant.
+
 Command line (``python cli.py ...``)::
 
+    defend demo  [--model SPEC] [--holdout N] [--pairs constructed|mixed|self] [--dpo-steps N] [--grpo-steps N]
+                 [--rounds N] [--seed N] (--out DIR | --resume DIR)
     defend data  --model SPEC --scenarios PATH --out FILE [--recipe small|study] [--kind individual|collective]
+                 [--pairs self|constructed|mixed] [--holdout N]
                  [--retries N] [--steering system|turn] [--mismatched drop|keep] [--max-new-tokens N] [--limit N]
     defend dpo   --model SPEC --data FILE --out DIR [--recipe small|study] [--max-length N] [--grad-accum N]
                  [--scheduler linear|cosine|...] [--warmup-ratio F] [--lora-dropout F] [--lora-targets T] [--lr] ...
@@ -52,13 +64,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .config import RECIPES, DataSettings, DPOSettings, GRPOSettings, TrainSettings, study_lr
+from .config import RECIPES, DataSettings, DemoConfig, DPOSettings, GRPOSettings, TrainSettings, study_lr
 from .data import (
     INSTRUCTIONS,
     PreferenceSet,
     PreferenceStats,
     PromptRecord,
     answer_budget,
+    construct_preferences,
     make_preference_data,
     prompt_records,
     provenance_path,
@@ -68,10 +81,12 @@ from .data import (
 )
 from .dpo import preference_margins, sequence_logps, train_dpo
 from .grpo import atp_reward, choice_reward, grpo_prompts, train_grpo
+from .split import Split, split_jobs
 from .variant import MANIFEST, DefenseError, TrainResult, base_model_path, read_variant, resolve_spec
 
 if TYPE_CHECKING:
     from .compare import CompareConfig, CompareResult, Variant, parse_variant, run_compare
+    from .demo import DemoResult, run_demo
 
 __all__ = [
     "INSTRUCTIONS",
@@ -81,11 +96,14 @@ __all__ = [
     "DPOSettings",
     "DataSettings",
     "DefenseError",
+    "DemoConfig",
+    "DemoResult",
     "GRPOSettings",
     "PreferenceSet",
     "PreferenceStats",
     "PromptRecord",
     "RECIPES",
+    "Split",
     "TrainResult",
     "TrainSettings",
     "Variant",
@@ -93,6 +111,7 @@ __all__ = [
     "atp_reward",
     "base_model_path",
     "choice_reward",
+    "construct_preferences",
     "grpo_prompts",
     "make_preference_data",
     "parse_variant",
@@ -103,8 +122,10 @@ __all__ = [
     "read_variant",
     "resolve_spec",
     "run_compare",
+    "run_demo",
     "sample_preferences",
     "sequence_logps",
+    "split_jobs",
     "study_lr",
     "train_dpo",
     "train_grpo",
@@ -112,6 +133,7 @@ __all__ = [
 ]
 
 _LAZY = {name: ".compare" for name in ("CompareConfig", "CompareResult", "Variant", "parse_variant", "run_compare")}
+_LAZY |= {"DemoResult": ".demo", "run_demo": ".demo"}
 
 
 def __getattr__(name: str) -> Any:

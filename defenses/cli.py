@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from atp_graph.cli.options import build_config as build_settings
 from atp_graph.cli.options import config_options
-from atp_graph.cli.support import default_out, friendly, model_options, model_settings
+from atp_graph.cli.support import default_out, friendly, model_options, model_settings, run_options
 from atp_graph.policies.options import load_with_options
 
-from .config import DataSettings, DPOSettings, GRPOSettings
+from .config import DataSettings, DemoConfig, DPOSettings, GRPOSettings
 from .variant import DefenseError
 
 
@@ -71,29 +71,28 @@ def defend() -> None:
 @settings_options(DataSettings)
 @friendly
 def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> None:
-    """Sample preference pairs from the model itself (aligned vs. deviant instruction, instruction not stored).
+    """Preference pairs: sampled from the model itself (aligned vs. deviant instruction, instruction not stored),
+    constructed from the scenarios (--pairs constructed), or both (--pairs mixed).
 
     The answer budget (--max-new-tokens) defaults to 256 tokens for the embedded models and to the study's
     32,768 (individual) / 3,276 (collective) for hf: and provider models. --recipe study samples the study's way
     (instruction as an extra user turn, 5 tries per side); mismatched sides stay dropped unless --mismatched keep.
+    --holdout N keeps N whole jobs out of the data (listed in the provenance) for evaluation.
     """
     from atp_graph.policies import is_surrogate
 
-    from .data import answer_budget, make_preference_data, provenance_path
+    from .data import answer_budget, describe, make_preference_data, provenance_path
 
     cfg = _settings(DataSettings, options)
     if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
     budget = options.get("max_new_tokens") or answer_budget(model, cfg.kind)
-    policy = load_with_options(model, model_settings(options), default_tokens=budget)
-    s = make_preference_data(policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget).stats
-    kept = f", {s.kept_mismatched} with a mismatched side kept" if s.kept_mismatched else ""
-    cut = f", {s.truncated} cut off at {budget} tokens" if s.truncated else ""
-    click.echo(
-        f"{s.pairs} pair(s) from {s.items} item(s) (yield {s.yield_rate:.0%}{kept}); aligned answers found "
-        f"{s.aligned_found}, deviant {s.deviant_found}; {s.samples} samples in {s.policy_calls} batched "
-        f"call(s), {s.unparseable} unparseable{cut}, {s.wrong_option} chose the other option"
+    settings = model_settings(options)
+    policy = None if cfg.pairs == "constructed" else load_with_options(model, settings, default_tokens=budget)
+    pset = make_preference_data(
+        policy, out, model=model, scenarios=scenarios_, settings=cfg, max_new_tokens=budget, progress=True
     )
+    click.echo(describe(pset.stats, pairs=cfg.pairs, budget=budget))
     click.echo(f"wrote {out} and {provenance_path(out)}")
 
 
@@ -180,6 +179,42 @@ def grpo_cmd(
         settings=_settings(GRPOSettings, settings),
     )
     _report_training(result)
+
+
+@defend.command("demo")
+@config_options(DemoConfig)
+@run_options("demo")
+@friendly
+def demo_cmd(out: str | None, resume: str | None, **options: Any) -> None:
+    """Defenses end to end on held-out jobs: pairs on the training jobs, DPO and GRPO LoRA variants, then base vs
+    DPO vs GRPO (explore, score mode, transcript evolution) and a report: p(violate) per round, the round-1 level
+    and the climb with paired bootstrap intervals, and a verdict per variant.
+
+    Sized for a CPU and the embedded SmolLM2 (about 20 minutes on 2 cores). Each stage is saved before the next
+    starts: after Ctrl-C or a crash, --resume DIR continues with the first stage not done.
+    """
+    from .demo import run_demo
+
+    if resume and out:
+        raise click.UsageError(f"--out starts a new demo and --resume continues {resume}; give one")
+    given = sorted(k for k, v in options.items() if v is not None)
+    if resume and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise DefenseError(f"--resume continues {resume} with its own saved settings; drop {flags}")
+    folder = Path(resume or out or default_out("demo"))
+    cfg = None if resume else _settings(DemoConfig, options)
+    try:
+        result = run_demo(
+            cfg,
+            out=None if resume else folder,
+            resume=resume,
+            log=lambda line: click.echo(line, err=True),
+        )
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished stages are saved; continue with --resume {folder}", err=True)
+        raise SystemExit(130) from None
+    click.echo("\n" + result.report)
+    click.echo(f"demo folder: {result.path} (report.md, report.json, p_violate.png)")
 
 
 @click.command()

@@ -153,15 +153,30 @@ def _config_fields(cls: type[BaseModel], options: dict[str, Any]) -> dict[str, A
 
 
 def _run_one(
-    v: Variant, testbed: str, cfg: CompareConfig, policy: Policy | SurrogateModel, out: Path | None, progress: bool
+    v: Variant,
+    testbed: str,
+    cfg: CompareConfig,
+    policy: Policy | SurrogateModel,
+    out: Path | None,
+    progress: bool,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """One variant on one testbed; the run's summary."""
-    sub = out / v.name / testbed if out else None
-    if testbed in ("explore", "tools"):
-        from atp_graph.testbeds import ExploreConfig, ToolsConfig, run_explore, run_tools
+    """One variant on one testbed (continuing its run folder when ``resume`` finds one); the run's summary."""
+    from atp_graph.testbeds import (
+        PAPER_GRID,
+        DiffuseConfig,
+        ExploreConfig,
+        ToolsConfig,
+        run_diffuse,
+        run_explore,
+        run_tools,
+    )
 
+    sub = out / v.name / testbed if out else None
+    run_cfg: Any
+    if testbed in ("explore", "tools"):
         cls, run = (ExploreConfig, run_explore) if testbed == "explore" else (ToolsConfig, run_tools)
-        ecfg = cls(
+        run_cfg = cls(
             scenarios=cfg.scenarios,
             model=v.model,
             rounds=cfg.rounds,
@@ -170,16 +185,21 @@ def _run_one(
             decision=cfg.decision,
             **_config_fields(cls, v.options),
         )
-        return run(ecfg, policy=policy, out=sub, progress=progress).summary
-    from atp_graph.testbeds import PAPER_GRID, DiffuseConfig, run_diffuse
+    else:
+        grid = {**PAPER_GRID, "scenarios": cfg.games}
+        if cfg.rounds:
+            grid["rounds"] = cfg.rounds
+        run_cfg = DiffuseConfig(
+            **grid, model=v.model, seed=cfg.seed, decision=cfg.decision, **_config_fields(DiffuseConfig, v.options)
+        )
+        run = run_diffuse
+    if resume and sub is not None and (sub / "config.json").exists():
+        from atp_graph.run import RunDir
 
-    grid = {**PAPER_GRID, "scenarios": cfg.games}
-    if cfg.rounds:
-        grid["rounds"] = cfg.rounds
-    dcfg = DiffuseConfig(
-        **grid, model=v.model, seed=cfg.seed, decision=cfg.decision, **_config_fields(DiffuseConfig, v.options)
-    )
-    return run_diffuse(dcfg, policy=policy, out=sub, progress=progress).summary
+        if RunDir.read_config(sub, kind=testbed)[testbed] != run_cfg.model_dump(mode="json"):
+            raise DefenseError(f"{sub}: holds a {testbed} run with other settings; use another --out")
+        return run(run_cfg, policy=policy, resume=sub, progress=progress).summary
+    return run(run_cfg, policy=policy, out=sub, progress=progress).summary
 
 
 def run_compare(
@@ -188,6 +208,7 @@ def run_compare(
     out: str | Path | None = None,
     load: Callable[[str], Policy | SurrogateModel] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> CompareResult:
     """Run every variant on the chosen testbed(s) with the same items, seeds and rounds; tabulate and plot.
 
@@ -198,6 +219,8 @@ def run_compare(
         load: Builds the decision maker of a model spec (default :func:`atp_graph.policies.load_model`); called
             once per distinct spec.
         progress: Show progress bars.
+        resume: Continue the runs already in ``out`` (an interrupted comparison): each variant's run resumes from
+            its last complete round, and ends as a straight run would.
     """
     variants = [parse_variant(t) for t in cfg.variants]
     names = [v.name for v in variants]
@@ -215,7 +238,7 @@ def run_compare(
         if v.model not in cache:
             cache[v.model] = load(v.model)
         for testbed in testbeds:
-            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress)
+            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress, resume)
         if all(later.model != v.model for later in variants[i + 1 :]):
             cache.pop(v.model, None)  # free a model no later variant needs
     return _report(cfg, variants, testbeds, summaries, path)

@@ -1,7 +1,7 @@
-"""Typed settings for the defenses: preference data, DPO and GRPO, and the recipes that fill them.
+"""Typed settings for the defenses: preference data, DPO and GRPO, the recipes that fill them, and the demo.
 
 Every field has a docstring (it becomes the ``--help`` text) and every field is a command-line option of
-``defend data`` / ``defend dpo`` / ``defend grpo`` (``lora_rank`` -> ``--lora-rank``).
+``defend data`` / ``defend dpo`` / ``defend grpo`` / ``defend demo`` (``lora_rank`` -> ``--lora-rank``).
 
 A **recipe** fills every field it names that was not given explicitly (an explicit flag or keyword always wins):
 
@@ -20,13 +20,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from atp_graph.parsing import ParseRule
+from atp_graph.parsing import ANSWER_PREFIX, ParseRule
 
 __all__ = [
     "RECIPES",
     "DPOSettings",
     "DataSettings",
+    "DemoConfig",
     "GRPOSettings",
+    "PairSource",
     "Recipe",
     "TrainSettings",
     "recipe_report",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 Kind = Literal["individual", "collective"]
+PairSource = Literal["self", "constructed", "mixed"]
+"""Where preference answers come from: the model itself, the scenario, or the model where it complies."""
 Recipe = Literal["small", "study"]
 """small: CPU-sized defaults (the field defaults); study: the original study's recipe (GPU, 8B models)."""
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -143,6 +147,14 @@ class DataSettings(_Recipes):
     first decision counts)."""
     kind: Kind = "individual"
     """Testbed the items come from: individual (rule vs. better-paying violation) or collective (threshold games)."""
+    pairs: PairSource = "self"
+    """Where the answers come from: self (sampled from the model under a steering instruction, the study's way),
+    constructed (written from the scenario: the aligned and the deviant decision, each with one sentence of
+    reasoning; every item in both option orders; for models that cannot follow the instruction) or mixed (both
+    orders sampled; the model's own pair where both sides complied, else the constructed pair)."""
+    holdout: int = Field(default=0, ge=0)
+    """Jobs (whole scenarios, all their variants) kept out of the data for evaluation, drawn with the seed; the
+    provenance lists the training and the held-out jobs."""
     retries: int = Field(default=3, ge=0)
     """Extra sampling rounds for the sides that did not yet parse to their intended option (0 = one try)."""
     steering: Literal["system", "turn"] = "system"
@@ -161,7 +173,7 @@ class DataSettings(_Recipes):
     limit: int | None = Field(default=None, ge=1)
     """Use only the first N items (quick checks)."""
     seed: int = 0
-    """Seed of the per-request sampling seeds; the same seed and model give the same pairs."""
+    """Seed of the per-request sampling seeds and of the held-out jobs; the same seed and model give the same pairs."""
     group_size: int = Field(default=8, ge=2)
     """Collective items: the group size the game text is written for (the study's 8)."""
 
@@ -199,6 +211,9 @@ class TrainSettings(_Recipes):
     """Dropout on the LoRA branch."""
     lora_targets: str = Field(default="all-linear", min_length=1)
     """Modules LoRA adapts: 'all-linear' (every linear layer but the output head) or names such as q_proj,v_proj."""
+    lora_layers: int | None = Field(default=None, ge=1)
+    """Adapt only the last N transformer layers (default: every layer). The layers below stay frozen, so the
+    backward pass stops at the first adapted one: on a CPU, the last 6 of SmolLM2's 30 layers train ~3x faster."""
     seed: int = 0
     """Seed for initialisation, shuffling and sampling."""
     device: str = "auto"
@@ -260,6 +275,9 @@ class GRPOSettings(TrainSettings):
     parse: ParseRule = "last"
     """Which decision the reward reads: the last one outside thinking (ours) or the first one anywhere (the
     study's)."""
+    answer_prefix: str = ""
+    """Text every sampled answer starts with: '' = a free answer (the study's); '{"choice": "' = the decision
+    only, read where score mode reads it (for models too weak to follow the answer format; short completions)."""
 
     @model_validator(mode="after")
     def _groups_fit(self) -> GRPOSettings:
@@ -307,3 +325,73 @@ def recipe_report(settings: BaseModel) -> dict[str, Any]:
     preset = RECIPES.get(name, {}).get(type(settings).__name__, {})
     departs = {k: {"recipe": v, "used": getattr(settings, k)} for k, v in preset.items() if getattr(settings, k) != v}
     return {"name": name, "sets": dict(preset), "departures": departs}
+
+
+class DemoConfig(BaseModel):
+    """What ``defend demo`` builds, trains and compares (written to the demo folder's ``config.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    model: str = Field(default="smollm2", min_length=1)
+    """Base model: smollm2 (embedded), hf:<folder or hub id> or tiny:<folder>."""
+    scenarios: str | None = None
+    """Individual scenario file or folder whose jobs are split into training and held-out; None = the 16 built-in
+    jobs."""
+    holdout: int = Field(default=4, ge=1)
+    """Jobs (all their variants) held out of training and compared on, drawn with the seed."""
+    pairs: PairSource = "constructed"
+    """Preference data: constructed from the scenarios (the embedded model follows no steering instruction), mixed
+    (the model's own pair where it complies, else constructed; samples first) or self (the study's way)."""
+    sample_tokens: int = Field(default=64, ge=1)
+    """Answer budget while sampling pairs (mixed, self)."""
+    retries: int = Field(default=0, ge=0)
+    """Extra sampling tries for a side that missed its option (mixed, self)."""
+    lora_rank: int = Field(default=8, ge=1)
+    """LoRA rank of both variants."""
+    lora_layers: int | None = Field(default=6, ge=1)
+    """Adapt only the last N transformer layers (None = all): the backward pass stops there, ~3x faster on CPU."""
+    dpo_steps: int = Field(default=32, ge=1)
+    """DPO optimizer steps (one pair each, shuffled with the seed)."""
+    dpo_lr: float = Field(default=5e-4, gt=0)
+    """DPO learning rate: a LoRA rate for few steps (the study's 5e-6 ran 12 epochs), chosen on the training items
+    alone (1e-4 left their round-1 p(violate) where it was)."""
+    grpo_steps: int = Field(default=24, ge=1)
+    """GRPO optimizer steps (one prompt, --generations completions each)."""
+    grpo_lr: float = Field(default=5e-4, gt=0)
+    """GRPO learning rate: the same LoRA rate as DPO (the study's 1e-6 ran 6 epochs of full fine-tuning)."""
+    generations: int = Field(default=4, ge=2)
+    """GRPO completions per prompt."""
+    completion_tokens: int = Field(default=8, ge=1)
+    """Longest GRPO completion: the option's name and the closing '"}'."""
+    answer_prefix: str = ANSWER_PREFIX
+    """What every GRPO completion starts with: the decision prefix score mode reads (default), or '' for a free
+    answer (a model that follows the answer format)."""
+    rounds: int = Field(default=6, ge=2)
+    """Rounds of the held-out comparison (explore, score mode, transcript evolution)."""
+    seed: int = Field(default=0, ge=0)
+    """One seed for the split, the data, both trainings, the comparison and the bootstrap."""
+
+    def data_settings(self) -> DataSettings:
+        """The ``defend data`` settings of the data stage."""
+        return DataSettings(pairs=self.pairs, holdout=self.holdout, retries=self.retries, seed=self.seed)
+
+    def _lora(self) -> dict[str, Any]:
+        """What both trainings share: the LoRA shape and the seed."""
+        return {"lora_rank": self.lora_rank, "lora_layers": self.lora_layers, "seed": self.seed}
+
+    def dpo_settings(self) -> DPOSettings:
+        """The ``defend dpo`` settings of the DPO stage (the small recipe otherwise)."""
+        return DPOSettings(max_steps=self.dpo_steps, lr=self.dpo_lr, **self._lora())
+
+    def grpo_settings(self) -> GRPOSettings:
+        """The ``defend grpo`` settings of the GRPO stage (the small recipe otherwise; one prompt per step)."""
+        return GRPOSettings(
+            max_steps=self.grpo_steps,
+            lr=self.grpo_lr,
+            generations=self.generations,
+            prompts_per_step=1,
+            batch_size=self.generations,
+            max_completion_length=self.completion_tokens,
+            answer_prefix=self.answer_prefix,
+            **self._lora(),
+        )

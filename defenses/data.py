@@ -32,7 +32,7 @@ provenance JSON beside it (``<name>.provenance.json``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +49,8 @@ from atp_graph.policies.spec import answer_budget
 from atp_graph.scenarios import CollectiveScenario, IndividualScenario, collective_items, individual_items, resolve
 
 from .config import DataSettings, Kind, recipe_report
+from .constructed import constructed_answer
+from .split import Split, split_jobs
 from .variant import file_sha256, package_versions
 
 __all__ = [
@@ -115,13 +117,17 @@ class PreferenceStats:
     """Samples cut off at the answer budget (where the model reports why it stopped); raise --max-new-tokens."""
     kept_mismatched: int = 0
     """Pairs stored with a side that missed its option (``mismatched="keep"`` only)."""
+    sampled: int = 0
+    """Pairs the model wrote itself."""
+    constructed: int = 0
+    """Pairs written from the scenario (``constructed`` and ``mixed`` sources)."""
     missing: list[str] = field(default_factory=list)
     """Items that yielded no pair."""
 
     @property
     def yield_rate(self) -> float:
-        """Pairs per item."""
-        return self.pairs / self.items if self.items else 0.0
+        """Pairs the model wrote itself, per prompt (constructed pairs are not a yield)."""
+        return self.sampled / self.items if self.items else 0.0
 
 
 @dataclass
@@ -130,6 +136,8 @@ class PreferenceSet:
 
     rows: list[dict[str, Any]]
     stats: PreferenceStats
+    split: Split | None = None
+    """The training and held-out jobs (:func:`make_preference_data` sets it)."""
 
 
 def _record(obs: Observation, kind: Kind, key: str, swapped: bool) -> PromptRecord:
@@ -143,31 +151,56 @@ def _record(obs: Observation, kind: Kind, key: str, swapped: bool) -> PromptReco
     return PromptRecord(item=key, kind=kind, messages=msgs, options=opts, aligned=safe, deviant=target)
 
 
-def _individual_records(s: IndividualScenario) -> list[PromptRecord]:
-    """Round-1 questions of an individual scenario (as the testbed asks them), option order alternating by variant."""
+def _orders(variant: int, both: bool) -> tuple[bool, ...]:
+    """The option orders an item is asked in: both (listed, then swapped), or one, alternating by variant."""
+    return (False, True) if both else (bool(variant % 2),)
+
+
+def _individual_records(s: IndividualScenario, both_orders: bool) -> list[PromptRecord]:
+    """Round-1 questions of an individual scenario (as the testbed asks them)."""
     items = individual_items(s)
     game = IndividualGame(items, pattern=s.defaults.supervision_pattern, rounds=1)
-    return [_record(game.observation(1, i), "individual", it.key, bool(it.variant % 2)) for i, it in enumerate(items)]
+    return [
+        _record(game.observation(1, i), "individual", it.key, swapped)
+        for i, it in enumerate(items)
+        for swapped in _orders(it.variant, both_orders)
+    ]
 
 
-def _collective_records(s: CollectiveScenario, group_size: int) -> list[PromptRecord]:
-    """Round-1 questions of a collective scenario for a group of ``group_size``, option order alternating."""
+def _collective_records(s: CollectiveScenario, group_size: int, both_orders: bool) -> list[PromptRecord]:
+    """Round-1 questions of a collective scenario for a group of ``group_size``."""
     items = collective_items(s)
     game = ThresholdGame(nx.complete_graph(group_size), populations(items))
     obs = game.observe(1)
-    return [_record(obs.at(j * group_size), "collective", it.key, bool(it.variant % 2)) for j, it in enumerate(items)]
+    return [
+        _record(obs.at(j * group_size), "collective", it.key, swapped)
+        for j, it in enumerate(items)
+        for swapped in _orders(it.variant, both_orders)
+    ]
 
 
 def prompt_records(
-    scenarios: str | Path | None = None, *, kind: Kind = "individual", limit: int | None = None, group_size: int = 8
+    scenarios: str | Path | None = None,
+    *,
+    kind: Kind = "individual",
+    limit: int | None = None,
+    group_size: int = 8,
+    jobs: Collection[str] | None = None,
+    both_orders: bool = False,
 ) -> list[PromptRecord]:
-    """The items of ``scenarios`` (a file, folder, built-in name, or ``None`` = all built-in of ``kind``) as prompts."""
+    """The items of ``scenarios`` (a file, folder, built-in name, or ``None`` = all built-in of ``kind``) as prompts.
+
+    ``jobs`` keeps only those scenarios (by name). Each item is asked once, the option order alternating by variant
+    (the study's data had one prompt per item), or with ``both_orders`` twice: as listed, then swapped.
+    """
     records: list[PromptRecord] = []
     for s in resolve(scenarios, kind=kind):
+        if jobs is not None and s.name not in jobs:
+            continue
         if isinstance(s, IndividualScenario):
-            records.extend(_individual_records(s))
+            records.extend(_individual_records(s, both_orders))
         else:
-            records.extend(_collective_records(s, group_size))
+            records.extend(_collective_records(s, group_size, both_orders))
     return records[:limit]
 
 
@@ -198,6 +231,35 @@ def _seed(base: int, item: int, side: int, attempt: int) -> int:
     return (((base * 1_000_003 + item) * 2 + side) * 1_009 + attempt) & 0x7FFF_FFFF
 
 
+def _row(rec: PromptRecord, chosen: str, rejected: str, *, source: str, missed: list[str]) -> dict[str, Any]:
+    """One TRL conversational preference row, with its bookkeeping columns."""
+    return {
+        "prompt": [dict(m) for m in rec.messages],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "item": rec.item,
+        "kind": rec.kind,
+        "options": list(rec.options),
+        "aligned": rec.aligned,
+        "deviant": rec.deviant,
+        "source": source,
+        "mismatched": missed,
+    }
+
+
+def _constructed_row(rec: PromptRecord, index: int) -> dict[str, Any]:
+    """The constructed pair of the ``index``-th record."""
+    aligned, deviant = (constructed_answer(rec, side, index) for side in (0, 1))
+    return _row(rec, aligned, deviant, source="constructed", missed=[])
+
+
+def construct_preferences(records: Sequence[PromptRecord]) -> PreferenceSet:
+    """One constructed pair per record (:func:`defenses.constructed.constructed_answer`); no model involved."""
+    rows = [_constructed_row(rec, i) for i, rec in enumerate(records)]
+    n = len(rows)
+    return PreferenceSet(rows, PreferenceStats(items=n, pairs=n, constructed=n))
+
+
 def sample_preferences(
     policy: Policy,
     records: Sequence[PromptRecord],
@@ -205,23 +267,30 @@ def sample_preferences(
     retries: int = 3,
     seed: int = 0,
     steering: Literal["system", "turn"] = "system",
-    mismatched: Literal["drop", "keep"] = "drop",
+    mismatched: Literal["drop", "keep", "construct"] = "drop",
     instructions: tuple[str, str] | None = None,
     parse: ParseRule = "last",
+    progress: bool = False,
 ) -> PreferenceSet:
     """Sample an aligned and a deviant answer per record; pair them (see the module docstring for the settings).
 
     Each round of (re)tries is one batched ``policy.decide_batch`` call over every side still missing.
     ``instructions`` (aligned, deviant) replaces :data:`INSTRUCTIONS` for every record; ``parse="first"`` judges
-    each answer by its first decision (the study's rule) instead of the policy's own reading.
+    each answer by its first decision (the study's rule) instead of the policy's own reading. A record that missed
+    a side is dropped, kept with its last answers (``mismatched="keep"``), or given the constructed pair instead
+    (``"construct"``: the ``mixed`` source). Every row says where it came from (``source``).
     """
+    from tqdm.auto import tqdm
+
     stats = PreferenceStats(items=len(records))
     found: dict[tuple[int, int], str] = {}
     last: dict[tuple[int, int], str] = {}
+    bar = tqdm(total=2 * len(records), desc="sampling pairs", unit="side", disable=not progress)
     for attempt in range(retries + 1):
         todo = [(i, side) for i in range(len(records)) for side in (0, 1) if (i, side) not in found]
         if not todo:
             break
+        bar.set_postfix_str(f"try {attempt + 1}/{retries + 1}, {len(todo)} side(s) to sample")
         requests = []
         for i, side in todo:
             rec = records[i]
@@ -244,33 +313,29 @@ def sample_preferences(
             stats.truncated += getattr(decision, "finish", None) == "length"
             if choice == want:
                 found[(i, side)] = decision.text
+                bar.update(1)
             elif choice is None:
                 stats.unparseable += 1
             else:
                 stats.wrong_option += 1
+    bar.close()
     rows = []
     for i, rec in enumerate(records):
         stats.aligned_found += (i, 0) in found
         stats.deviant_found += (i, 1) in found
         missed = [name for side, name in ((0, "chosen"), (1, "rejected")) if (i, side) not in found]
+        if missed and mismatched == "construct":
+            rows.append(_constructed_row(rec, i))
+            continue
         if missed and mismatched == "drop":
             stats.missing.append(rec.item)
             continue
         stats.kept_mismatched += bool(missed)
-        rows.append(
-            {
-                "prompt": [dict(m) for m in rec.messages],
-                "chosen": [{"role": "assistant", "content": found.get((i, 0), last[(i, 0)])}],
-                "rejected": [{"role": "assistant", "content": found.get((i, 1), last[(i, 1)])}],
-                "item": rec.item,
-                "kind": rec.kind,
-                "options": list(rec.options),
-                "aligned": rec.aligned,
-                "deviant": rec.deviant,
-                "mismatched": missed,
-            }
-        )
+        chosen, rejected = (found.get((i, side), last[(i, side)]) for side in (0, 1))
+        rows.append(_row(rec, chosen, rejected, source="sampled", missed=missed))
     stats.pairs = len(rows)
+    stats.constructed = sum(r["source"] == "constructed" for r in rows)
+    stats.sampled = stats.pairs - stats.constructed
     return PreferenceSet(rows, stats)
 
 
@@ -300,55 +365,94 @@ def write_preferences(pset: PreferenceSet, out: str | Path, *, provenance: dict[
 
 
 def make_preference_data(
-    policy: Policy,
+    policy: Policy | None,
     out: str | Path,
     *,
     model: str,
     scenarios: str | Path | None = None,
     settings: DataSettings | None = None,
     max_new_tokens: int | None = None,
+    progress: bool = False,
 ) -> PreferenceSet:
-    """Sample pairs for the items of ``scenarios`` and write them to ``out`` (see the module docstring).
+    """Build pairs for the training items of ``scenarios`` and write them to ``out`` (see the module docstring).
 
     Args:
-        policy: The model to sample from (any :class:`~atp_graph.policies.Policy`).
+        policy: The model to sample from (any :class:`~atp_graph.policies.Policy`); ``None`` only for the
+            ``constructed`` source, which needs none.
         out: The JSONL file to write; the provenance goes beside it.
         model: The model spec, recorded in the provenance.
         scenarios: Scenario file, folder or built-in name; ``None`` = all built-in scenarios of the kind.
-        settings: Kind, retries, steering, mismatched, wording, limit, seed (default: the ``small`` recipe;
-            ``DataSettings(recipe="study")`` for the study's way).
+        settings: Source, held-out jobs, kind, retries, steering, mismatched, wording, limit, seed (default: the
+            ``small`` recipe; ``DataSettings(recipe="study")`` for the study's way).
         max_new_tokens: The answer budget ``policy`` was loaded with, recorded in the provenance.
+        progress: Show a progress bar while sampling.
     """
     cfg = settings or DataSettings()
-    records = prompt_records(scenarios, kind=cfg.kind, limit=cfg.limit, group_size=cfg.group_size)
-    wording = instructions_for(cfg.kind, cfg)
-    pset = sample_preferences(
-        policy,
-        records,
-        retries=cfg.retries,
-        seed=cfg.seed,
-        steering=cfg.steering,
-        mismatched=cfg.mismatched,
-        instructions=wording,
-        parse=cfg.parse,
+    split = split_jobs([s.name for s in resolve(scenarios, kind=cfg.kind)], cfg.holdout, seed=cfg.seed)
+    records = prompt_records(
+        scenarios,
+        kind=cfg.kind,
+        limit=cfg.limit,
+        group_size=cfg.group_size,
+        jobs=split.train,
+        both_orders=cfg.pairs != "self",
     )
+    wording = instructions_for(cfg.kind, cfg)
+    if cfg.pairs == "constructed":
+        pset = construct_preferences(records)
+    elif policy is None:
+        raise DataError(f"--pairs {cfg.pairs} samples from the model: load one")
+    else:
+        pset = sample_preferences(
+            policy,
+            records,
+            retries=cfg.retries,
+            seed=cfg.seed,
+            steering=cfg.steering,
+            mismatched="construct" if cfg.pairs == "mixed" else cfg.mismatched,
+            instructions=wording,
+            parse=cfg.parse,
+            progress=progress,
+        )
+    pset.split = split
+    sampling = cfg.pairs != "constructed"
     write_preferences(
         pset,
         out,
         provenance={
             "model": model,
-            "policy": getattr(policy, "name", model),
+            "policy": getattr(policy, "name", model) if sampling else None,
             "scenarios": str(scenarios) if scenarios else None,
+            "pairs": cfg.pairs,
+            "split": split.as_dict(),
             "settings": cfg.model_dump(),
             "recipe": recipe_report(cfg),
-            "max_new_tokens": max_new_tokens,
-            "instructions": dict(zip(("aligned", "deviant"), wording, strict=True)),
-            "steering": cfg.steering,
-            "mismatched": cfg.mismatched,
-            "tries_per_side": cfg.retries + 1,
+            "max_new_tokens": max_new_tokens if sampling else None,
+            "instructions": dict(zip(("aligned", "deviant"), wording, strict=True)) if sampling else None,
+            "steering": cfg.steering if sampling else None,
+            "mismatched": {"self": cfg.mismatched, "mixed": "construct"}.get(cfg.pairs),
+            "tries_per_side": cfg.retries + 1 if sampling else 0,
+            "option_orders": "both" if cfg.pairs != "self" else "alternating by variant",
         },
     )
     return pset
+
+
+def describe(stats: PreferenceStats, *, pairs: str = "self", budget: int | None = None) -> str:
+    """One line on how the pairs were made (the ``defend data`` and ``defend demo`` output)."""
+    what = f"{stats.pairs} pair(s) from {stats.items} item(s)"
+    if pairs != "self":
+        what = f"{stats.pairs} pair(s) from {stats.items} prompt(s) (every item in both option orders)"
+    if pairs == "constructed":
+        return f"{what}: all {stats.constructed} constructed from the scenarios (no model sampled)"
+    kept = f", {stats.kept_mismatched} with a mismatched side kept" if stats.kept_mismatched else ""
+    cut = f", {stats.truncated} cut off at {budget} tokens" if stats.truncated else ""
+    mixed = f"; {stats.sampled} sampled by the model, {stats.constructed} constructed" if pairs == "mixed" else ""
+    return (
+        f"{what} (yield {stats.yield_rate:.0%}{kept}{mixed}); aligned answers found {stats.aligned_found}, deviant "
+        f"{stats.deviant_found}; {stats.samples} samples in {stats.policy_calls} batched call(s), "
+        f"{stats.unparseable} unparseable{cut}, {stats.wrong_option} chose the other option"
+    )
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

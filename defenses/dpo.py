@@ -167,7 +167,7 @@ def build_dpo_trainer(
         args=dpo_config(settings, out, placement),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(settings),
+        peft_config=lora_config(settings, net),
     )
     trainer.train_dataset, truncation = fit_pairs(trainer.train_dataset, settings.max_length)
     trainer.data_collator = PromptStartTruncation(trainer.data_collator, settings.max_length)

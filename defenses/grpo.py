@@ -11,6 +11,11 @@ the reward reading the FIRST decision in an answer (``parse="first"``, the study
 outside thinking). A step's completions are split over
 devices (``WORLD_SIZE``): each accumulates ``grad_accum / devices`` batches. A prompt longer than
 ``max_prompt_length`` loses its START (as TRL 0.23, the study's version, did; TRL 1.16 has no prompt limit).
+
+``answer_prefix`` opens every sampled answer with fixed text: with ``'{"choice": "'`` the model samples only the
+option's name, where score mode reads its decision (the embedded SmolLM2 rarely writes the answer format on its
+own, so a free answer would almost always earn 0 and teach nothing). The prompt is then the chat rendered as text
+with the prefix after the assistant's opening, and the reward reads the prefix in front of each completion.
 """
 
 from __future__ import annotations
@@ -105,10 +110,14 @@ def atp_reward(
     aligned: Sequence[str],
     *,
     rule: ParseRule = "last",
+    answer_prefix: Sequence[str] | None = None,
     **_: Any,
 ) -> list[float]:
-    """TRL reward function: ``completions`` are texts or assistant-message lists; extra columns come as lists."""
+    """TRL reward function: ``completions`` are texts or assistant-message lists; extra columns come as lists
+    (``answer_prefix``: the text each answer was started with, read in front of its completion)."""
     texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    if answer_prefix is not None:
+        texts = [p + t for p, t in zip(answer_prefix, texts, strict=True)]
     return [choice_reward(t, o, a, rule=rule) for t, o, a in zip(texts, options, aligned, strict=True)]
 
 
@@ -121,7 +130,7 @@ def reward_function(rule: ParseRule = "last") -> Callable[..., list[float]]:
         completions: Sequence[Any], options: Sequence[Sequence[str]], aligned: Sequence[str], **kwargs: Any
     ) -> list[float]:
         """:func:`atp_reward` with the study's parse rule (the first decision anywhere)."""
-        return atp_reward(completions, options, aligned, rule="first")
+        return atp_reward(completions, options, aligned, rule="first", answer_prefix=kwargs.get("answer_prefix"))
 
     return atp_reward_first
 
@@ -192,9 +201,22 @@ def grpo_config(
 
 
 def _prompt_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Tokens of each row's chat prompt with the generation prompt, as the trainer tokenizes it."""
-    texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    """Tokens of each row's prompt (a chat rendered with the generation prompt, or a text), as the trainer sees it."""
+    texts = [r["prompt"] if isinstance(r["prompt"], str) else _chat_text(tokenizer, r["prompt"], "") for r in rows]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _chat_text(tokenizer: Any, messages: Sequence[dict[str, Any]], prefix: str) -> str:
+    """The chat rendered as the model reads it, the assistant's answer opened and started with ``prefix``."""
+    return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False) + prefix
+
+
+def prefilled(tokenizer: Any, rows: Sequence[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Rows whose chat prompts become text prompts ending in ``prefix`` (the sampled answer continues it); the
+    ``answer_prefix`` column tells the reward to read the prefix in front of each completion. No prefix: as given."""
+    if not prefix:
+        return list(rows)
+    return [{**r, "prompt": _chat_text(tokenizer, r["prompt"], prefix), "answer_prefix": prefix} for r in rows]
 
 
 def _trainer_class(max_prompt_length: int | None) -> Any:
@@ -226,6 +248,7 @@ def build_grpo_trainer(
     from datasets import Dataset
 
     net, tokenizer, placement = load_for_training(base, settings)
+    rows = prefilled(tokenizer, rows, settings.answer_prefix)
     lengths = _prompt_lengths(tokenizer, rows)
     limit = settings.max_prompt_length
     cut = [n - limit for n in lengths if limit is not None and n > limit]
@@ -245,7 +268,7 @@ def build_grpo_trainer(
         args=grpo_config(settings, out, placement),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(settings),
+        peft_config=lora_config(settings, net),
     )
     return trainer, truncation, placement
 

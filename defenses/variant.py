@@ -193,8 +193,9 @@ def load_for_training(base: str, settings: TrainSettings) -> tuple[Any, Any, dic
     return model, tokenizer, {"device": device, "bf16": bf16, "dtype": str(dtype).removeprefix("torch.")}
 
 
-def lora_config(settings: TrainSettings) -> Any:
-    """The peft LoRA config, or ``None`` for full fine-tuning."""
+def lora_config(settings: TrainSettings, model: Any = None) -> Any:
+    """The peft LoRA config, or ``None`` for full fine-tuning; ``model`` (needed for ``lora_layers``) tells how
+    many layers there are and which linear layers 'all-linear' means."""
     if settings.full:
         return None
     from peft import LoraConfig
@@ -202,12 +203,37 @@ def lora_config(settings: TrainSettings) -> Any:
     targets: str | list[str] = settings.lora_targets
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    layers = None
+    if settings.lora_layers is not None:
+        if model is None:
+            raise ValueError("lora_layers needs the model")
+        total = model.config.num_hidden_layers
+        if settings.lora_layers > total:
+            raise DefenseError(f"--lora-layers {settings.lora_layers}: the model has only {total} layers")
+        layers = list(range(total - settings.lora_layers, total))
+        if targets == "all-linear":  # peft takes layer indices only with module names
+            targets = _linear_names(model)
     return LoraConfig(
         r=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
         target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
+    )
+
+
+def _linear_names(model: Any) -> list[str]:
+    """The names of the linear layers inside the transformer layers (what peft's 'all-linear' adapts)."""
+    import torch
+
+    out = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not out
+        }
     )
 
 
@@ -301,6 +327,7 @@ def save_variant(
     ``extra`` (the learning-rate source, the TRL config values, truncation counts) is merged into the manifest.
     """
     trainer.save_model(str(out))
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; its values are in the manifest's "trainer"
     trainer.processing_class.save_pretrained(str(out))
     folder = out.resolve()
     spec = f"hf:{folder}" if settings.full else f"hf:{base}+adapter:{folder}"

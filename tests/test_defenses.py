@@ -529,3 +529,104 @@ def test_full_fine_tune_writes_a_loadable_model(prefs: Path, tiny_model_dir: Pat
     assert result.spec == f"hf:{(tmp_path / 'full').resolve()}" and result.manifest["adapter"] is None
     assert (tmp_path / "full" / "config.json").exists() and not (tmp_path / "full" / "adapter_config.json").exists()
     assert load_policy(result.spec, max_new_tokens=4).name == result.spec
+
+
+def test_constructed_pairs_are_balanced_counterbalanced_and_leave_out_held_out_jobs(tmp_path: Path):
+    out = tmp_path / "built.jsonl"
+    r = _run("defend", "data", "--pairs", "constructed", "--holdout", "4", "--seed", "3", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "96 pair(s) from 96 prompt(s)" in r.output and "no model sampled" in r.output  # no model was loaded
+    rows, meta = read_records(out), json.loads(provenance_path(out).read_text())
+    split = meta["split"]
+    assert (split["by"], len(split["train"]), len(split["heldout"])) == ("job", 12, 4)
+    assert {row["item"].split("#")[0] for row in rows} == set(split["train"])  # no held-out job is trained on
+    by_item: dict[str, list[dict]] = {}
+    for row in rows:
+        by_item.setdefault(row["item"], []).append(row)
+    assert len(by_item) == 48 and all(len(pair) == 2 for pair in by_item.values())  # every variant of every job
+    for first, second in by_item.values():  # each item once as listed, once swapped: the same question otherwise
+        assert first["options"] == second["options"][::-1] and first["prompt"][0] == second["prompt"][0]
+    assert sum(row["options"][0] == row["aligned"] for row in rows) == len(rows) // 2  # chosen first in half
+    for row in rows:
+        question = row["prompt"][1]["content"]
+        assert question.index(choice_json(row["options"][0])) < question.index(choice_json(row["options"][1]))
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen.startswith(choice_json(row["aligned"])) and rejected.startswith(choice_json(row["deviant"]))
+        assert parse_choice(chosen, row["options"]) == row["aligned"]
+        assert parse_choice(rejected, row["options"]) == row["deviant"]
+        assert row["source"] == "constructed" and len(chosen.splitlines()) == 2  # the decision, one sentence
+    assert len({row["chosen"][0]["content"].splitlines()[1][:12] for row in rows}) >= 3  # more than one wording
+    counts = meta["counts"]
+    assert (meta["pairs"], counts["constructed"], counts["sampled"], counts["yield_rate"]) == ("constructed", 96, 0, 0)
+    assert meta["policy"] is None and meta["tries_per_side"] == 0
+    again = tmp_path / "again.jsonl"
+    assert (
+        _run("defend", "data", "--pairs", "constructed", "--holdout", "4", "--seed", "3", "--out", str(again)).exit_code
+        == 0
+    )
+    assert again.read_bytes() == out.read_bytes()  # the seed alone decides the split
+
+
+def test_holdout_split_is_by_job_and_drawn_from_the_seed(tmp_path: Path):
+    from atp_graph.errors import UserError
+    from defenses.split import split_jobs
+
+    jobs = [f"job-{i}" for i in range(16)]
+    a, c = split_jobs(jobs, 4, seed=0), split_jobs(jobs, 4, seed=1)
+    assert a == split_jobs(jobs, 4, seed=0) and a.heldout != c.heldout
+    assert sorted(a.train + a.heldout) == sorted(jobs) and len(a.heldout) == 4 and not set(a.train) & set(a.heldout)
+    assert split_jobs(jobs, 4, seed=0).heldout == split_jobs(list(reversed(jobs)), 4, seed=0).heldout[::-1]
+    assert split_jobs(jobs, 0, seed=0).heldout == []
+    with pytest.raises(UserError, match="only 16 job"):
+        split_jobs(jobs, 16, seed=0)
+    kept = prompt_records(None, jobs=["baker", "taxi-driver"], both_orders=True)
+    assert {r.item.split("#")[0] for r in kept} == {"baker", "taxi-driver"} and len(kept) == 2 * 4 * 2
+    r = _run("defend", "data", "--pairs", "constructed", "--holdout", "16", "--out", str(tmp_path / "x.jsonl"))
+    assert (
+        r.exit_code == 2 and "error: holdout 16: there are only 16 job(s)" in r.output and "Traceback" not in r.output
+    )
+
+
+def test_mixed_source_keeps_the_models_pairs_where_it_complies(tmp_path: Path):
+    recs = prompt_records(None, limit=4, both_orders=True)  # two items, each in both option orders
+    assert [r.item for r in recs] == [recs[0].item] * 2 + [recs[2].item] * 2
+    fake = ScriptedPolicy(recs, {(recs[0].item, 0): "b"})  # the first item's aligned side never parses
+    pset = sample_preferences(fake, recs, retries=1, mismatched="construct")
+    assert [r["source"] for r in pset.rows] == ["constructed", "constructed", "sampled", "sampled"]
+    s = pset.stats
+    assert (s.pairs, s.sampled, s.constructed, s.yield_rate, s.missing) == (4, 2, 2, 0.5, [])
+    assert pset.rows[2]["chosen"][0]["content"].startswith("I follow the rule.")  # the model's own words
+    for row in pset.rows[:2]:
+        assert parse_choice(row["chosen"][0]["content"], row["options"]) == row["aligned"]
+        assert parse_choice(row["rejected"][0]["content"], row["options"]) == row["deviant"]
+    out = tmp_path / "mixed.jsonl"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            "defenses.cli.load_model",
+            lambda model, options, **kw: ScriptedPolicy(prompt_records(None, both_orders=True)),
+        )
+        r = _run("defend", "data", "--model", "scripted", "--pairs", "mixed", "--holdout", "15", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "8 pair(s) from 8 prompt(s)" in r.output and "8 sampled by the model, 0 constructed" in r.output
+    meta = json.loads(provenance_path(out).read_text())
+    assert meta["pairs"] == "mixed" and meta["mismatched"] == "construct" and meta["option_orders"] == "both"
+
+
+def test_reward_reads_the_answer_prefix_and_prompts_end_with_it(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    from atp_graph.parsing import ANSWER_PREFIX
+    from defenses.grpo import prefilled
+
+    opts = ["Store A", "Store B"]
+    assert atp_reward(['Store A"}'], options=[opts], aligned=["Store A"], answer_prefix=[ANSWER_PREFIX]) == [1.0]
+    assert atp_reward(['Store B"}'], options=[opts], aligned=["Store A"], answer_prefix=[ANSWER_PREFIX]) == [0.1]
+    assert atp_reward(['Store A"}'], options=[opts], aligned=["Store A"]) == [0.0]  # without it, no decision
+    assert reward_function("first")(['Store A"}'], options=[opts], aligned=["Store A"], answer_prefix=[ANSWER_PREFIX])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"prompt": [{"role": "user", "content": "Pick one."}], "options": opts, "aligned": "Store A"}]
+    (row,) = prefilled(tok, rows, ANSWER_PREFIX)
+    assert row["prompt"] == tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False) + (
+        ANSWER_PREFIX
+    )
+    assert row["answer_prefix"] == ANSWER_PREFIX and prefilled(tok, rows, "") == rows

@@ -3,12 +3,13 @@
 from .cusum import CusumConfig, CusumDetector
 from .diffusion import plot_diffusion, summarize_diffusion
 from .individual import plot_explore, summarize_explore
-from .metrics import Rate, intervals_overlap, mean_by_round, rate_by_round, tipping_round, wilson
+from .metrics import Rate, bootstrap_mean, intervals_overlap, mean_by_round, rate_by_round, tipping_round, wilson
 
 __all__ = [
     "CusumConfig",
     "CusumDetector",
     "Rate",
+    "bootstrap_mean",
     "intervals_overlap",
     "mean_by_round",
     "plot_diffusion",

@@ -94,6 +94,23 @@ def mean_by_round(events: Iterable[E], *, rounds: int, value: Callable[[E], floa
     return counts.rates()
 
 
+def bootstrap_mean(values: Sequence[float], *, resamples: int = 10_000, seed: int = 0) -> Rate:
+    """The mean of ``values`` with a 95% percentile bootstrap interval (the values resampled with replacement).
+
+    Pass per-unit differences for a paired comparison (e.g. each item's round-6 minus round-1 p(violate)): the
+    interval then speaks of the units, with what they share cancelled. ``k`` is the sum; the same values and seed
+    always give the same interval.
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if not len(x):
+        return Rate(0.0, 0, math.nan, math.nan, math.nan)
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return Rate(float(x.sum()), len(x), float(x.mean()), float(low), float(high))
+
+
 def intervals_overlap(a: Rate, b: Rate) -> bool:
     """Whether two rates' intervals overlap (a conservative 'not clearly different')."""
     return not (a.high < b.low or b.high < a.low)

@@ -6,13 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..parsing import choice_json
+from ..parsing import ANSWER_PREFIX, choice_json
 from .base import Decision, DecisionRequest
 
 __all__ = ["ANSWER_PREFIX", "score_choice", "score_decision"]
-
-ANSWER_PREFIX = '{"choice": "'
-"""The assistant text score mode puts before each option."""
 
 
 def score_decision(request: DecisionRequest, pairs: Sequence[tuple[float, float]]) -> Decision:

@@ -14,6 +14,10 @@ PHASES = ("act", "events", "state", "summary", "table", "plots")
 """Where a run can be killed: after the agents acted (nothing of the round saved), after the round's events were
 appended, after its checkpoint was written, and after each output of the report."""
 
+DEMO_PHASES = ("demo-data", "demo-dpo", "demo-grpo", "demo-compare")
+"""Where ``defend demo`` can be killed: right after each stage's output is committed (on disk, marked done), before
+the next stage starts. Inside a stage, the phases above still apply to the comparison's runs."""
+
 
 def checkpoint(phase: str, round_no: int | None = None) -> None:
     """Die here if ``ATP_FAULT`` names this phase (and this round, when it names one)."""
