@@ -602,7 +602,7 @@ def test_mixed_source_keeps_the_models_pairs_where_it_complies(tmp_path: Path):
     out = tmp_path / "mixed.jsonl"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
-            "defenses.cli.load_model",
+            "defenses.cli.load_with_options",
             lambda model, options, **kw: ScriptedPolicy(prompt_records(None, both_orders=True)),
         )
         r = _run("defend", "data", "--model", "scripted", "--pairs", "mixed", "--holdout", "15", "--out", str(out))

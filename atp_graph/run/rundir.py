@@ -109,7 +109,7 @@ class RunDir:
         if not (p / CONFIG).exists():
             raise RunDirError(f"{p}: no {CONFIG} here; not a run directory")
         config = read_json(p / CONFIG)
-        found = next((k for k in KINDS if isinstance(config, dict) and k in config), None)
+        found = next((k for k in (kind or "", *KINDS) if isinstance(config, dict) and k in config), None)
         if found is None or (kind is not None and found != kind):
             hint = f"; it is a {found} run: use `{found} --resume {p}`" if found else ""
             raise RunDirError(f"{p / CONFIG}: not {'a ' + kind if kind else 'an atp-graph'} run{hint}")
@@ -120,6 +120,8 @@ class RunDir:
             )
         resolved = config.get("resolved")
         rounds = resolved.get("rounds") if isinstance(resolved, dict) else None
+        if found not in KINDS:  # another command's folder (defend demo): its own checks follow
+            return config
         if not isinstance(config[found], dict) or not isinstance(rounds, int) or isinstance(rounds, bool):
             raise RunDirError(f"{p / CONFIG}: damaged (no {found} settings or resolved rounds); start a new run")
         return config
