@@ -189,7 +189,7 @@ def test_too_small_files_rejected(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(TopologyError) as info:
         load_graph(tmp_path / "missing.txt")
-    assert _one_line_error(info) == f"{tmp_path / 'missing.txt'}: no such file"
+    assert _one_line_error(info) == f"{tmp_path / 'missing.txt'}: cannot read: no such file"
 
 
 @pytest.mark.parametrize(
