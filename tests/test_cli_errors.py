@@ -66,7 +66,7 @@ def test_random_topology_disconnected(tmp_path):
 def test_missing_graph_file(tmp_path):
     missing = tmp_path / "missing.txt"
     r = _diffuse(tmp_path, "--graph", str(missing))
-    assert _user_error(r) == [f"error: {missing}: no such file"]
+    assert _user_error(r) == [f"error: {missing}: cannot read: no such file"]
     assert not (tmp_path / "run").exists()
 
 

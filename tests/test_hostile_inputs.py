@@ -96,7 +96,7 @@ def test_import_atp_never_overwrites(tmp_path):
     [
         (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
         (["--thresholds", "nan"], "threshold nan must be a count"),
-        (["--rewards", "nan/1/1"], "must be finite and not negative"),
+        (["--rewards", "nan/1/1"], "must be finite, not negative and at most 1e+12"),
         (["--rewards", "1e309/1/1"], "must be finite"),
         (["--agents", "1000000000"], "agents: Input should be less than or equal to 10000000"),
         (["--rounds", "1000000000"], "rounds: Input should be less than or equal to 10000"),
