@@ -2,9 +2,11 @@
 
 Per variant, on the held-out items: mean p(violate) per round (95% Wilson intervals, as every table of this
 project), the round-1 level and the climb from round 1 to the last round, and their differences from the base
-model, each with a 95% paired bootstrap interval over items (the items are the same for every variant, so each
-item's own difficulty cancels). A verdict line per variant says whether it starts lower than the base and whether
-it still climbs; an interval that includes zero is reported as no clear difference, never as a difference.
+model, each with a 95% paired bootstrap interval (the items are the same for every variant, so each item's own
+difficulty cancels) that resamples whole jobs: the four variants of a job differ only in the amounts paid, and the
+model scores them almost alike, so resampling single items would pretend to four times the evidence. A verdict line
+per variant says whether it starts lower than the base and whether it still climbs; an interval that includes zero,
+or a difference under :data:`NEGLIGIBLE`, is reported as no difference, never as one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from atp_graph.run import RunDir
 __all__ = ["DemoResult", "item_series", "verdict", "write_report"]
 
 REPORT_MD, REPORT_JSON, PLOT = "report.md", "report.json", "p_violate.png"
+NEGLIGIBLE = 0.02
+"""A difference under 2 percentage points of p(violate) is called no difference, whatever its interval: the study's
+effects were tens of points, and a consistent sliver is not a defense."""
 
 
 @dataclass
@@ -55,7 +60,10 @@ def _pp(r: Rate) -> str:
 
 
 def _sign(r: Rate, lower: str, higher: str, same: str) -> str:
-    """``lower`` when the interval is below zero, ``higher`` above, else ``same``."""
+    """``lower`` when the interval is below zero and the difference is not negligible (:data:`NEGLIGIBLE`), ``higher``
+    likewise above zero, else ``same``."""
+    if abs(r.value) < NEGLIGIBLE:
+        return same
     return lower if r.high < 0 else higher if r.low > 0 else same
 
 
@@ -89,9 +97,10 @@ def _numbers(series: dict[str, dict[str, list[float]]], rounds: int, seed: int) 
     if any(list(s) != items for s in series.values()):
         raise ValueError("the variants were not compared on the same items")
     ref = series[names[0]]
+    jobs = [item.split("#")[0] for item in items]
 
     def boot(values: Sequence[float]) -> dict[str, float]:
-        return bootstrap_mean(values, seed=seed).as_dict()
+        return bootstrap_mean(values, groups=jobs, seed=seed).as_dict()
 
     out = {}
     for name, s in series.items():
@@ -176,7 +185,9 @@ def write_report(
             f"{rounds} rounds, seed {seed}.",
             "",
             rate_table(rows, first="variant", title=f"{title} — 95% Wilson intervals"),
-            f"**Round 1, round {rounds} and the climb per variant — 95% paired bootstrap intervals over items**",
+            f"**Round 1, round {rounds} and the climb per variant — 95% paired bootstrap intervals, resampling whole "
+            "jobs** (a job's items differ only in the amounts paid, so they are not independent); a difference under "
+            f"{100 * NEGLIGIBLE:.0f} points counts as none",
             "",
             _summary_table(numbers, rounds),
             "**Verdicts**",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -94,19 +94,34 @@ def mean_by_round(events: Iterable[E], *, rounds: int, value: Callable[[E], floa
     return counts.rates()
 
 
-def bootstrap_mean(values: Sequence[float], *, resamples: int = 10_000, seed: int = 0) -> Rate:
-    """The mean of ``values`` with a 95% percentile bootstrap interval (the values resampled with replacement).
+def bootstrap_mean(
+    values: Sequence[float],
+    *,
+    groups: Sequence[Hashable] | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> Rate:
+    """The mean of ``values`` with a 95% percentile bootstrap interval.
 
-    Pass per-unit differences for a paired comparison (e.g. each item's round-6 minus round-1 p(violate)): the
-    interval then speaks of the units, with what they share cancelled. ``k`` is the sum; the same values and seed
-    always give the same interval.
+    The values are resampled with replacement, or, with ``groups`` (one label per value), whole groups are: use it
+    when the values of a group are not independent (the items of one job differ only in the amounts paid), or the
+    interval is too narrow. Pass per-unit differences for a paired comparison (e.g. each item's round-6 minus
+    round-1 p(violate)): what the units share cancels. ``k`` is the sum; the same values and seed always give the
+    same interval.
     """
     import numpy as np
 
     x = np.asarray(values, dtype=np.float64)
     if not len(x):
         return Rate(0.0, 0, math.nan, math.nan, math.nan)
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    labels = list(range(len(x))) if groups is None else list(groups)
+    if len(labels) != len(x):
+        raise ValueError(f"{len(labels)} group labels for {len(x)} values")
+    index = {g: i for i, g in enumerate(dict.fromkeys(labels))}
+    of = np.array([index[g] for g in labels])
+    sums, counts = np.bincount(of, weights=x), np.bincount(of).astype(np.float64)
+    pick = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
+    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])
     return Rate(float(x.sum()), len(x), float(x.mean()), float(low), float(high))
 
