@@ -190,8 +190,9 @@ def demo_cmd(out: str | None, resume: str | None, **options: Any) -> None:
     DPO vs GRPO (explore, score mode, transcript evolution) and a report: p(violate) per round, the round-1 level
     and the climb with paired bootstrap intervals, and a verdict per variant.
 
-    Sized for a CPU and the embedded SmolLM2 (about 20 minutes on 2 cores). Each stage is saved before the next
-    starts: after Ctrl-C or a crash, --resume DIR continues with the first stage not done.
+    Sized for a CPU and the embedded SmolLM2: about 35 CPU-minutes, some 20 minutes on an idle 2-core machine. Each
+    stage is saved before the next starts: after Ctrl-C or a crash, --resume DIR continues with the first stage not
+    done, and ends as a straight run would.
     """
     from .demo import run_demo
 
