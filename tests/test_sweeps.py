@@ -301,7 +301,7 @@ def test_a_killed_driver_loses_only_rounds_in_flight_and_the_rerun_gives_the_sam
     try:
         while time.monotonic() < deadline and driver.poll() is None:
             rounds = _rounds(killed)
-            if len(rounds) == 2 and rounds[1] and 2 <= rounds[1] < 10:  # the first run done, the second half-way
+            if len(rounds) == 2 and rounds[1] and 2 <= rounds[1] < 6:  # the first run done, the second under half-way
                 break
             time.sleep(0.02)
     finally:

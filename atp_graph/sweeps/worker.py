@@ -112,7 +112,7 @@ def init_local_worker(workers_lock: str, threads: int) -> None:
 
     def watch() -> None:
         while True:
-            time.sleep(0.2)
+            time.sleep(0.05)
             if os.getppid() != parent:
                 os._exit(1)
 
