@@ -12,8 +12,8 @@ import networkx as nx
 
 from ..events import DiffuseEvent
 from .metrics import Rate, RoundCounts, tipping_round, wilson
-from .quality import QualityCounts, quality_rows, warning_lines
-from .report import plot_graph_rounds, plot_heatmap, plot_rates, rate_table
+from .quality import QualityCounts, quality_rows
+from .report import model_title, plot_graph_rounds, plot_heatmap, plot_rates, rate_table
 
 
 def _cell(pop_threshold: float, rewards: Sequence[float]) -> str:
@@ -70,12 +70,13 @@ def summarize_diffusion(
     rows = {**rates, **{f"{c} · mean p(collective)": v for c, v in means.items()}}
     if any(d["k"] for d in q["invalid_rate"]) or q["truncated_rate"]:
         rows |= {f"all cells · {k}": v for k, v in quality_rows(q).items()}
-    table = warning_lines(q["warnings"]) + rate_table(
+    title = model_title("Imitative Strategy Diffusion", label, surrogate=surrogate, decision=decision)
+    table = rate_table(
         rows,
         first="cell",
-        title=f"Imitative Strategy Diffusion — {label}{'' if surrogate else f', {decision} mode'} — "
-        f"{graph_desc}, scope {scope} — "
+        title=f"{title} — {graph_desc}, scope {scope} — "
         f"collective rate = collective choices / (games x deciding agents), 95% Wilson",
+        warnings=q["warnings"],
     )
     summary = {
         "model": label,

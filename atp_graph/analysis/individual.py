@@ -8,8 +8,8 @@ from typing import Any
 
 from ..events import ExploreEvent
 from .metrics import Rate, RoundCounts, tipping_round
-from .quality import QualityCounts, quality_rows, quality_series, warning_lines
-from .report import plot_rates, rate_table
+from .quality import QualityCounts, quality_rows, quality_series
+from .report import model_title, plot_rates, rate_table
 
 
 def summarize_explore(
@@ -36,9 +36,8 @@ def summarize_explore(
     expected = pv.rates() if any(pv.n) else None
     if expected:
         rows["mean p(violate)"] = expected
-    how = "" if surrogate else f", {decision} mode"
-    title = f"Self-Interested Exploration — {label}{how} — 95% Wilson intervals"
-    table = warning_lines(q["warnings"]) + rate_table(rows, first="metric", title=title)
+    title = model_title("Self-Interested Exploration", label, surrogate=surrogate, decision=decision)
+    table = rate_table(rows, first="metric", title=f"{title} — 95% Wilson intervals", warnings=q["warnings"])
     summary = {
         "model": label,
         "surrogate": surrogate,

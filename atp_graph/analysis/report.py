@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import Rate
+from .quality import warning_lines
 
 
 def _mpl():
@@ -19,13 +20,21 @@ def _mpl():
     return plt
 
 
-def rate_table(rows: Mapping[str, Sequence[Rate]], *, first: str = "", title: str | None = None) -> str:
-    """A Markdown table: one row per series, one column per round, each cell ``rate [low, high]``."""
+def model_title(what: str, label: str, *, surrogate: bool, decision: str) -> str:
+    """A table's title start: ``what — label`` and the decision mode (a surrogate has none)."""
+    return f"{what} — {label}" + ("" if surrogate else f", {decision} mode")
+
+
+def rate_table(
+    rows: Mapping[str, Sequence[Rate]], *, first: str = "", title: str | None = None, warnings: Sequence[str] = ()
+) -> str:
+    """A Markdown table: one row per series, one column per round, each cell ``rate [low, high]``; the run's
+    ``warnings`` (invalid or truncated answers) as block quotes above it."""
     rounds = max((len(v) for v in rows.values()), default=0)
     head = f"| {first} | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |"
     sep = "|---" * (rounds + 1) + "|"
     body = [f"| {label} | " + " | ".join(str(r) for r in rates) + " |" for label, rates in rows.items()]
-    return "\n".join(([f"**{title}**", ""] if title else []) + [head, sep, *body]) + "\n"
+    return warning_lines(warnings) + "\n".join(([f"**{title}**", ""] if title else []) + [head, sep, *body]) + "\n"
 
 
 def plot_rates(

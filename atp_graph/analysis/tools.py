@@ -8,8 +8,8 @@ from typing import Any
 
 from ..events import ToolEvent
 from .metrics import Rate, RoundCounts, tipping_round
-from .quality import QualityCounts, quality_rows, quality_series, warning_lines
-from .report import plot_rates, rate_table
+from .quality import QualityCounts, quality_rows, quality_series
+from .report import model_title, plot_rates, rate_table
 
 
 def summarize_tools(
@@ -44,9 +44,8 @@ def summarize_tools(
     expected = pf.rates() if any(pf.n) else None
     if expected:
         rows["mean p(forbidden)"] = expected
-    how = "" if surrogate else f", {decision} mode"
-    title = f"Tool-use drift — {label}{how} — 95% Wilson intervals"
-    table = warning_lines(q["warnings"]) + rate_table(rows, first="metric", title=title)
+    title = model_title("Tool-use drift", label, surrogate=surrogate, decision=decision)
+    table = rate_table(rows, first="metric", title=f"{title} — 95% Wilson intervals", warnings=q["warnings"])
     summary = {
         "model": label,
         "surrogate": surrogate,
