@@ -7,42 +7,20 @@ explicitly (small: CPU-sized; study: the study's GPU recipe); the resolved value
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import BaseModel, ValidationError
 
+from atp_graph.cli.options import FilePath, config_options
 from atp_graph.cli.options import build_config as build_settings
-from atp_graph.cli.options import config_options
 from atp_graph.cli.support import default_out, friendly, model_options, model_settings, run_options
+from atp_graph.errors import validation_message
 from atp_graph.policies.options import load_with_options
 
 from .config import DataSettings, DemoConfig, DPOSettings, GRPOSettings
 from .variant import DefenseError
-
-
-def settings_options(cls: type[BaseModel]) -> Callable[[Any], Any]:
-    """One option per settings field, as :func:`atp_graph.cli.options.config_options` derives them, except that a
-    yes/no field is a ``--x/--no-x`` pair: a recipe may switch it on (``full``), so it must be possible to say no."""
-    fields = cls.model_fields
-
-    def decorate(fn: Any) -> Any:
-        for name, info in reversed(list(fields.items())):
-            if info.annotation is bool:
-                flag = name.replace("_", "-")
-                fn = click.option(
-                    f"--{flag}/--no-{flag}",
-                    name,
-                    default=None,
-                    help=f"{(info.description or '').strip()} [default: {info.default}]",
-                )(fn)
-            else:
-                fn = config_options(cls, skip=[n for n in fields if n != name])(fn)
-        return fn
-
-    return decorate
 
 
 def _settings(cls: type[BaseModel], options: dict[str, Any]) -> Any:
@@ -52,9 +30,8 @@ def _settings(cls: type[BaseModel], options: dict[str, Any]) -> Any:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            loc = ".".join(map(str, err["loc"]))
-            problems.append(f"--{loc.replace('_', '-')}: {msg}" if loc else msg)
+            flag = ".".join(map(str, err["loc"])).replace("_", "-")
+            problems.append(f"--{flag}: {validation_message(err)}" if flag else validation_message(err))
         raise DefenseError("; ".join(problems)) from None
 
 
@@ -67,8 +44,8 @@ def defend() -> None:
 @click.option("--model", default="smollm2", show_default=True, help="smollm2 | hf:<folder or hub id> | tiny:<dir>")
 @model_options
 @click.option("--scenarios", "scenarios_", default=None, help="Scenario file, folder or name (default: built-ins).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The JSONL file to write.")
-@settings_options(DataSettings)
+@click.option("--out", required=True, type=FilePath(dir_okay=False), help="The JSONL file to write.")
+@config_options(DataSettings)
 @friendly
 def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> None:
     """Preference pairs: sampled from the model itself (aligned vs. deviant instruction, instruction not stored),
@@ -81,9 +58,10 @@ def data_cmd(model: str, scenarios_: str | None, out: str, **options: Any) -> No
     """
     from atp_graph.policies import is_surrogate
 
-    from .data import answer_budget, describe, make_preference_data, provenance_path
+    from .data import answer_budget, check_data_out, describe, make_preference_data, provenance_path
 
     cfg = _settings(DataSettings, options)
+    check_data_out(out)
     if is_surrogate(model):
         raise DefenseError("preference data needs a language model, not the surrogate (sim)")
     budget = options.get("max_new_tokens") or answer_budget(model, cfg.kind)
@@ -125,9 +103,9 @@ def _report_training(result: Any) -> None:
 
 @defend.command("dpo")
 @click.option("--model", default="smollm2", show_default=True, help="Base: smollm2 | hf:<folder or id> | tiny:<dir>")
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Preference JSONL from `defend data`.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Variant folder (default runs/dpo-<time>).")
-@settings_options(DPOSettings)
+@click.option("--data", required=True, type=FilePath(dir_okay=False), help="Preference JSONL from `defend data`.")
+@click.option("--out", default=None, type=FilePath(file_okay=False), help="Variant folder (default runs/dpo-<time>).")
+@config_options(DPOSettings)
 @friendly
 def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
     """DPO (TRL DPOTrainer, LoRA by default) on the pairs; writes an adapter and variant.json.
@@ -146,16 +124,14 @@ def dpo_cmd(model: str, data: str, out: str | None, **settings: Any) -> None:
 @click.option(
     "--data",
     default=None,
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False),
     help="Prompts from `defend data` output (else --scenarios).",
 )
 @click.option("--scenarios", "scenarios_", default=None, help="Scenario file, folder or name when there is no --data.")
 @click.option("--kind", type=click.Choice(["individual", "collective"]), default="individual", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts.")
-@click.option(
-    "--out", default=None, type=click.Path(file_okay=False), help="Variant folder (default runs/grpo-<time>)."
-)
-@settings_options(GRPOSettings)
+@click.option("--out", default=None, type=FilePath(file_okay=False), help="Variant folder (default runs/grpo-<time>).")
+@config_options(GRPOSettings)
 @friendly
 def grpo_cmd(
     model: str, data: str | None, scenarios_: str | None, kind: str, limit: int | None, out: str | None, **settings: Any
@@ -239,7 +215,7 @@ def demo_cmd(out: str | None, resume: str | None, **options: Any) -> None:
 @click.option("--decision", type=click.Choice(["generate", "score"]), default="generate", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @model_options
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/compare-<time>).")
+@click.option("--out", default=None, type=FilePath(file_okay=False), help="Run folder (default runs/compare-<time>).")
 @friendly
 def compare(
     variants: tuple[str, ...],

@@ -14,23 +14,33 @@ The first variant is the reference: every difference from it whose 95% Wilson in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atp_graph.analysis.metrics import Rate, intervals_overlap
 from atp_graph.analysis.report import plot_rates, rate_table
+from atp_graph.errors import UserError, printable
 from atp_graph.policies import SurrogateModel, is_surrogate
 from atp_graph.policies.base import DecisionMode, Policy
 
-from .variant import DefenseError, resolve_spec
+from .variant import DefenseError, check_new_folder, resolve_spec
 
-__all__ = ["CompareConfig", "CompareResult", "Variant", "differences", "parse_variant", "run_compare"]
+__all__ = [
+    "CompareConfig",
+    "CompareResult",
+    "Variant",
+    "differences",
+    "parse_variant",
+    "run_compare",
+]
 
 Testbed = Literal["explore", "diffuse", "tools", "both"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -215,14 +225,16 @@ def run_compare(
     Args:
         cfg: The variants and the protocol.
         out: The comparison's run folder: ``<variant>/<testbed>/`` per run, plus ``table.md``, ``compare.json``
-            and ``<testbed>.png``. ``None`` keeps everything in memory.
+            and ``<testbed>.png``. ``None`` keeps everything in memory. A new comparison needs a new or empty
+            folder (:func:`defenses.variant.check_new_folder`), and removes what it wrote if it stops on a user
+            error (a model that does not load, say).
         load: Builds the decision maker of a model spec (default :func:`atp_graph.policies.load_model`); called
             once per distinct spec.
         progress: Show progress bars.
         resume: Continue the runs already in ``out`` (an interrupted comparison): each variant's run resumes from
             its last complete round, and ends as a straight run would.
     """
-    variants = [parse_variant(t) for t in cfg.variants]
+    variants = [parse_variant(t) for t in cfg.variants]  # every variant checked before anything is written
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise DefenseError(f"variant names must be distinct, got {', '.join(names)}")
@@ -232,16 +244,43 @@ def run_compare(
         load = load_model
     testbeds = ["explore", "diffuse"] if cfg.testbed == "both" else [cfg.testbed]
     path = Path(out) if out is not None else None
+    fresh = path if path is not None and not resume else None  # a new comparison's folder
+    existed = fresh is not None and check_new_folder(fresh, "a comparison").exists()
     summaries: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
     cache: dict[str, Policy | SurrogateModel] = {}
-    for i, v in enumerate(variants):
-        if v.model not in cache:
-            cache[v.model] = load(v.model)
-        for testbed in testbeds:
-            summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress, resume)
-        if all(later.model != v.model for later in variants[i + 1 :]):
-            cache.pop(v.model, None)  # free a model no later variant needs
-    return _report(cfg, variants, testbeds, summaries, path)
+    try:
+        for i, v in enumerate(variants):
+            if v.model not in cache:
+                cache[v.model] = _load(load, v)
+            for testbed in testbeds:
+                summaries[v.name][testbed] = _run_one(v, testbed, cfg, cache[v.model], path, progress, resume)
+            if all(later.model != v.model for later in variants[i + 1 :]):
+                cache.pop(v.model, None)  # free a model no later variant needs
+        return _report(cfg, variants, testbeds, summaries, path)
+    except (UserError, ValidationError):
+        if fresh is not None:
+            _remove_written(fresh, existed)
+        raise
+
+
+def _remove_written(path: Path, existed: bool) -> None:
+    """Remove what a failed new comparison wrote (the folder was new, or empty, when it started): no half-written
+    comparison is left behind."""
+    with contextlib.suppress(OSError):
+        for child in [path] if not existed else list(path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            elif child is not path:
+                child.unlink(missing_ok=True)
+
+
+def _load(load: Callable[[str], Policy | SurrogateModel], v: Variant) -> Policy | SurrogateModel:
+    """The decision maker of a variant; a model that cannot be loaded is one line naming the variant and its spec."""
+    try:
+        return load(v.model)
+    except (OSError, ValueError) as e:  # ValueError: also every UserError; transformers' damaged-model errors
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise DefenseError(f"variant {v.name} ({printable(v.model, 500)}): {printable(lines[0], 500)}") from None
 
 
 def _report(

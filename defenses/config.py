@@ -126,9 +126,9 @@ def study_lr(method: Literal["dpo", "grpo"], *, model: str = "", kind: Kind = "i
 
 
 class _Recipes(BaseModel):
-    """Fill the fields a recipe names unless given explicitly."""
+    """Fill the fields a recipe names unless given explicitly; every number finite (no inf or NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -330,7 +330,7 @@ def recipe_report(settings: BaseModel) -> dict[str, Any]:
 class DemoConfig(BaseModel):
     """What ``defend demo`` builds, trains and compares (written to the demo folder's ``config.json``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     model: str = Field(default="smollm2", min_length=1)
     """Base model: smollm2 (embedded), hf:<folder or hub id> or tiny:<folder>."""

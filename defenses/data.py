@@ -31,22 +31,27 @@ provenance JSON beside it (``<name>.provenance.json``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atp_graph.contracts import Observation
-from atp_graph.errors import UserError
+from atp_graph.errors import UserError, printable, validation_message
 from atp_graph.games import IndividualGame, ThresholdGame, populations
 from atp_graph.parsing import ParseRule, parse_choice
 from atp_graph.policies.base import DecisionRequest, Message, Policy
 from atp_graph.policies.spec import answer_budget
 from atp_graph.scenarios import CollectiveScenario, IndividualScenario, collective_items, individual_items, resolve
+from atp_graph.scenarios.loader import FileProblem, read_regular
 
 from .config import DataSettings, Kind, recipe_report
 from .constructed import constructed_answer
@@ -59,6 +64,8 @@ __all__ = [
     "PreferenceStats",
     "PromptRecord",
     "answer_budget",
+    "check_data_out",
+    "checked_rows",
     "make_preference_data",
     "prompt_records",
     "provenance_path",
@@ -345,22 +352,78 @@ def provenance_path(data: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".jsonl") + ".provenance.json")
 
 
+def check_data_out(out: str | Path) -> Path:
+    """``out`` as a data file :func:`write_preferences` may write: new, or one it wrote itself (the provenance
+    beside it records the file's name and hash); never a user's file, nor beside a user's provenance file.
+
+    Raises:
+        DataError: Naming ``out``.
+    """
+    path, prov = Path(out), provenance_path(out)
+    try:
+        taken = [p for p in (path, prov) if p.exists() or p.is_symlink()]
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise DataError(f"{printable(str(out), 500)}: cannot use it as the data file: {e}") from None
+    if taken and not _written_here(path, prov):
+        names = " and ".join(p.name for p in taken)
+        raise DataError(
+            f"{printable(str(out), 500)}: would overwrite {printable(names)}, not written by `defend data` (a file it "
+            f"wrote has a {printable(prov.name)} beside it that records its hash); choose another --out"
+        )
+    return path
+
+
+def _written_here(path: Path, prov: Path) -> bool:
+    """Whether ``path`` is a data file :func:`write_preferences` wrote: its provenance names it and its hash."""
+    try:
+        meta = json.loads(read_regular(prov, MAX_DATA_BYTES))
+        return (
+            isinstance(meta, dict)
+            and path.is_file()
+            and meta.get("data_file") == path.name
+            and meta.get("data_sha256") == file_sha256(path)
+        )
+    except (FileProblem, OSError, ValueError, RecursionError):  # ValueError: not JSON / not UTF-8
+        return False
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a new temporary file beside ``path``, then put it in place: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_preferences(pset: PreferenceSet, out: str | Path, *, provenance: dict[str, Any]) -> Path:
-    """Write the rows as JSONL and ``provenance`` (plus counts, hash, versions) beside it; return the JSONL path."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pset.rows), encoding="utf-8")
+    """Write the rows as JSONL and ``provenance`` (plus counts, hash, versions) beside it; return the JSONL path.
+
+    Each file is written whole or not at all; ``out`` must be new or a data file written here
+    (:func:`check_data_out`)."""
+    path = check_data_out(out)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pset.rows)
     stats = asdict(pset.stats) | {"yield_rate": pset.stats.yield_rate}
     meta = {
         **provenance,
         "counts": stats,
         "data_file": path.name,
-        "data_sha256": file_sha256(path),
+        "data_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "format": "TRL conversational preference (prompt, chosen, rejected)",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
-    provenance_path(path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, text)
+        _write_atomically(provenance_path(path), json.dumps(meta, indent=2) + "\n")
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise DataError(f"{printable(str(out), 500)}: cannot write it: {getattr(e, 'strerror', None) or e}") from None
     return path
 
 
@@ -387,6 +450,7 @@ def make_preference_data(
         max_new_tokens: The answer budget ``policy`` was loaded with, recorded in the provenance.
         progress: Show a progress bar while sampling.
     """
+    check_data_out(out)
     cfg = settings or DataSettings()
     split = split_jobs([s.name for s in resolve(scenarios, kind=cfg.kind)], cfg.holdout, seed=cfg.seed)
     records = prompt_records(
@@ -455,24 +519,160 @@ def describe(stats: PreferenceStats, *, pairs: str = "self", budget: int | None 
     )
 
 
+MAX_DATA_BYTES = 256 * 2**20
+"""Largest preference or prompt file read (the study's data is a few MB; a device or a runaway file is refused)."""
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL data file (``FileNotFoundError`` if missing; :class:`DataError` names a bad line)."""
-    rows = []
+    """The rows of a JSONL data file; :class:`DataError` names the file (and line) of any problem.
+
+    Only a regular file of at most :data:`MAX_DATA_BYTES` is read (never a device, FIFO or folder)."""
+    return [row for _, row in _numbered_records(path)]
+
+
+def _numbered_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of every non-blank line of a JSONL data file (see :func:`read_records`)."""
+    shown = printable(str(path), 500)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_DATA_BYTES)
+    except FileProblem as e:
+        raise DataError(f"{shown}: {e}") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text file (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
-        rows.append(row)
+        raise DataError(f"{shown}: not a text file (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    # JSONL lines end at "\n" only: a JSON string may hold U+2028 or U+0085 raw, which str.splitlines splits at.
+    lines = enumerate(text.split("\n"), 1)
+    return [(n, row) for n, line in lines if (row := _json_line(shown, n, line)) is not None]
+
+
+def _json_line(shown: str, n: int, line: str) -> dict[str, Any] | None:
+    """The JSON object on line ``n`` of file ``shown`` (``None`` for a blank line), or a :class:`DataError`."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{shown}:{n}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{shown}:{n}: nested too deeply to be a data row") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{shown}:{n}: expected a JSON object per line, got {type(row).__name__}")
+    return row
+
+
+class ChatMessage(BaseModel):
+    """One chat message of a data row."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+def _answer(chat: list[ChatMessage]) -> list[ChatMessage]:
+    """An answer column holds the assistant's reply: its last message is the assistant's."""
+    if chat[-1].role != "assistant":
+        raise ValueError("the last message must be the assistant's answer")
+    return chat
+
+
+Chat = Annotated[list[ChatMessage], Field(min_length=1)]
+Answer = Annotated[Chat, AfterValidator(_answer)]
+Option = Annotated[str, Field(min_length=1)]
+
+
+class _Row(BaseModel):
+    """A data row's checked columns (other columns are bookkeeping and are not used)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class _ChatPair(_Row):
+    """A TRL conversational preference row."""
+
+    prompt: Chat
+    chosen: Answer
+    rejected: Answer
+
+
+class _TextPair(_Row):
+    """A TRL standard (plain text) preference row."""
+
+    prompt: str = Field(min_length=1)
+    chosen: str
+    rejected: str
+
+
+class _ChatPrompt(_Row):
+    """A GRPO training prompt: the question, its options and the aligned one."""
+
+    prompt: Chat
+    options: list[Option] = Field(min_length=2)
+    aligned: str
+    kind: Kind | None = None
+
+    @model_validator(mode="after")
+    def _aligned_is_an_option(self) -> _ChatPrompt:
+        if self.aligned not in self.options:
+            raise ValueError("aligned: must be one of the options")
+        return self
+
+
+class _TextPrompt(_ChatPrompt):
+    """A GRPO training prompt given as plain text."""
+
+    prompt: str = Field(min_length=1)  # type: ignore[assignment]
+
+
+Columns = Literal["pairs", "prompts"]
+_MODELS: dict[str, dict[type, type[_Row]]] = {
+    "pairs": {list: _ChatPair, str: _TextPair},
+    "prompts": {list: _ChatPrompt, str: _TextPrompt},
+}
+_REQUIRED = {"pairs": ("prompt", "chosen", "rejected"), "prompts": ("prompt", "options", "aligned")}
+_NEEDS = {
+    "pairs": "not a preference dataset (prompt, chosen, rejected)",
+    "prompts": "GRPO needs prompt, options and aligned columns (write the file with `defend data`)",
+}
+_FORMAT = {list: "chat messages", str: "plain text"}
+
+
+def checked_rows(path: str | Path, columns: Columns) -> list[dict[str, Any]]:
+    """The rows of a data file with their ``pairs`` (prompt, chosen, rejected) or ``prompts`` (prompt, options,
+    aligned, kind) columns checked and nothing else; one format per file (chat messages or plain text).
+
+    Raises:
+        DataError: Naming the file, line and column of the first problem.
+    """
+    shown = printable(str(path), 500)
+    rows: list[dict[str, Any]] = []
+    first: tuple[int, type] | None = None
+    for n, raw in _numbered_records(path):
+        missing = [c for c in _REQUIRED[columns] if c not in raw]
+        if missing:
+            raise DataError(f"{shown}:{n}: missing {', '.join(missing)}; {_NEEDS[columns]}")
+        form = type(raw["prompt"])
+        if form not in _FORMAT:
+            raise DataError(f"{shown}:{n}: prompt: expected chat messages or a string, got {form.__name__}")
+        if first is not None and form is not first[1]:
+            raise DataError(
+                f"{shown}:{n}: prompt: {_FORMAT[form]}, but {_FORMAT[first[1]]} on line {first[0]}; "
+                "one file holds one format"
+            )
+        first = first or (n, form)
+        rows.append(_checked(shown, n, _MODELS[columns][form], raw))
     return rows
+
+
+def _checked(shown: str, n: int, model: type[_Row], raw: dict[str, Any]) -> dict[str, Any]:
+    """Line ``n``'s checked columns, or a :class:`DataError` naming its first problem's column."""
+    try:
+        return model.model_validate(raw).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise DataError(f"{shown}:{n}: {where + ': ' if where else ''}{validation_message(err)}") from None
 
 
 class DataError(UserError, ValueError):

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import DPOSettings
-from .data import read_records
+from .data import checked_rows
 from .variant import (
+    MANIFEST,
     DefenseError,
     TrainResult,
     base_model_path,
+    check_new_folder,
     file_sha256,
     load_for_training,
     lora_config,
@@ -73,15 +75,11 @@ DPO_ARGS = (
 
 
 def _pairs(data: str | Path) -> list[dict[str, Any]]:
-    """The ``prompt``/``chosen``/``rejected`` columns of a preference file; raises if it holds no pair."""
-    rows = read_records(data)
+    """The checked ``prompt``/``chosen``/``rejected`` columns of a preference file; raises if it holds no pair."""
+    rows = checked_rows(data, "pairs")
     if not rows:
         raise DefenseError(f"{data}: no preference pairs (the model yielded none; try more --retries or items)")
-    for n, row in enumerate(rows, 1):
-        missing = {"prompt", "chosen", "rejected"} - set(row)
-        if missing:
-            raise DefenseError(f"{data}:{n}: missing {', '.join(sorted(missing))}; not a preference dataset")
-    return [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]
+    return rows
 
 
 def dpo_config(settings: DPOSettings, out: str | Path, placement: dict[str, Any] | None = None) -> Any:
@@ -187,8 +185,8 @@ def train_dpo(model: str, data: str | Path, out: str | Path, settings: DPOSettin
     """
     cfg, lr_source = resolve_lr(settings or DPOSettings(), "dpo", model=model)
     rows = _pairs(data)
+    out = check_new_folder(out, "a trained variant", ours=MANIFEST)
     base = base_model_path(model)
-    out = Path(out)
     trainer, truncation, placement = build_dpo_trainer(base, rows, out, cfg)
     trainer.train()
     info = {"path": str(Path(data).resolve()), "sha256": file_sha256(data), "records": len(rows)}

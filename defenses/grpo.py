@@ -29,11 +29,13 @@ from typing import Any
 from atp_graph.parsing import ParseRule, parse_choice
 
 from .config import GRPOSettings, Kind
-from .data import prompt_records, read_records
+from .data import checked_rows, prompt_records
 from .variant import (
+    MANIFEST,
     DefenseError,
     TrainResult,
     base_model_path,
+    check_new_folder,
     file_sha256,
     load_for_training,
     lora_config,
@@ -144,12 +146,7 @@ def grpo_prompts(
 ) -> list[dict[str, Any]]:
     """Training rows ``{prompt, options, aligned}`` from a data file, else from ``scenarios`` of ``kind``."""
     if data is not None:
-        rows = read_records(data)
-        bad = next((n for n, r in enumerate(rows, 1) if not {"prompt", "options", "aligned"} <= set(r)), None)
-        if bad is not None:
-            raise DefenseError(
-                f"{data}:{bad}: GRPO needs prompt, options and aligned columns (write the file with `defend data`)"
-            )
+        rows = checked_rows(data, "prompts")
     else:
         rows = [
             {"prompt": [dict(m) for m in r.messages], "options": list(r.options), "aligned": r.aligned}
@@ -163,8 +160,8 @@ def grpo_prompts(
 
 def _data_kind(data: str | Path) -> Kind | None:
     """The testbed a data file's rows come from (its ``kind`` column), if they all agree."""
-    kinds = {r.get("kind") for r in read_records(data)} - {None}
-    return kinds.pop() if len(kinds) == 1 else None  # type: ignore[return-value]
+    kinds = {r["kind"] for r in checked_rows(data, "prompts")} - {None}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def devices() -> int:
@@ -216,7 +213,12 @@ def prefilled(tokenizer: Any, rows: Sequence[dict[str, Any]], prefix: str) -> li
     ``answer_prefix`` column tells the reward to read the prefix in front of each completion. No prefix: as given."""
     if not prefix:
         return list(rows)
-    return [{**r, "prompt": _chat_text(tokenizer, r["prompt"], prefix), "answer_prefix": prefix} for r in rows]
+    return [{**r, "prompt": _prefixed(tokenizer, r["prompt"], prefix), "answer_prefix": prefix} for r in rows]
+
+
+def _prefixed(tokenizer: Any, prompt: str | Sequence[dict[str, Any]], prefix: str) -> str:
+    """A prompt that ends in ``prefix``: a chat rendered with the assistant's answer opened, or a text prompt."""
+    return prompt + prefix if isinstance(prompt, str) else _chat_text(tokenizer, prompt, prefix)
 
 
 def _trainer_class(max_prompt_length: int | None) -> Any:
@@ -299,8 +301,8 @@ def train_grpo(
     if data is not None:
         kind = _data_kind(data) or kind
     cfg, lr_source = resolve_lr(settings or GRPOSettings(), "grpo", model=model, kind=kind)
+    out = check_new_folder(out, "a trained variant", ours=MANIFEST)
     base = base_model_path(model)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
         source = out / PROMPTS_FILE

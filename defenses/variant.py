@@ -20,9 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from atp_graph.errors import UserError
+from atp_graph.errors import UserError, printable
 from atp_graph.policies.spec import ModelError, split_adapter
 from atp_graph.run.provenance import versions as package_versions
+from atp_graph.scenarios.loader import FileProblem, read_regular
 
 from .config import recipe_report, study_lr
 
@@ -36,6 +37,8 @@ __all__ = [
     "DefenseError",
     "TrainResult",
     "base_model_path",
+    "check_new_folder",
+    "check_variant_files",
     "file_sha256",
     "lora_config",
     "load_for_training",
@@ -110,11 +113,22 @@ def base_model_path(spec: str) -> str:
 
 
 def resolve_spec(spec: str) -> str:
-    """A model spec, with a trained variant folder (one holding ``variant.json``) replaced by its recorded spec."""
+    """A model spec, with a trained variant folder (one holding ``variant.json``) replaced by its recorded spec.
+
+    Raises:
+        DefenseError: The folder's manifest is damaged, or the files it names are not there (the message names the
+            folder).
+    """
     p = Path(spec)
     if ":" not in spec and (p / MANIFEST).is_file():
-        return read_variant(p)["spec"]
+        resolved = read_variant(p)["spec"]
+        check_variant_files(p, resolved)
+        return resolved
     return spec
+
+
+MAX_MANIFEST_BYTES = 64 * 2**20
+"""Largest ``variant.json`` read (a long run's metric series are well under 1 MB)."""
 
 
 def read_variant(folder: str | Path) -> dict[str, Any]:
@@ -128,20 +142,80 @@ def read_variant(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no variant manifest here")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DefenseError(f"{path}: not a valid variant manifest ({e})") from None
+    manifest = _manifest(path)
     spec = manifest.get("spec") if isinstance(manifest, dict) else None
     if not isinstance(spec, str) or not spec.startswith("hf:"):
         raise DefenseError(f"{path}: spec must be 'hf:<this folder>' or 'hf:<base>+adapter:<this folder>'")
     here = Path(folder).resolve()  # the files are loaded from here, wherever the manifest says they were
-    base, adapter = split_adapter(spec[3:])
+    try:
+        base, adapter = split_adapter(spec[3:])
+    except ModelError as e:
+        raise DefenseError(f"{path}: {printable(str(e))}") from None
     if adapter is None:
         return {**manifest, "spec": f"hf:{here}"}
-    if base.startswith(("tiny:", "sim", "hf:", "server:")):
-        raise DefenseError(f"{path}: the base model must be a model folder or hub id, not {base!r}")
+    if base.startswith(("tiny:", "sim", "hf:", "server:")) or not base.strip() or not base.isprintable():
+        raise DefenseError(f"{path}: the base model must be a model folder or hub id, not '{printable(base)}'")
     return {**manifest, "spec": f"hf:{base}+adapter:{here}"}
+
+
+def _manifest(path: Path) -> Any:
+    """The parsed ``variant.json`` at ``path``, or a :class:`DefenseError` naming it."""
+    try:
+        return json.loads(read_regular(path, MAX_MANIFEST_BYTES).decode("utf-8"))
+    except FileProblem as e:
+        raise DefenseError(f"{path}: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DefenseError(f"{path}: not a valid variant manifest ({printable(str(e))})") from None
+    except RecursionError:
+        raise DefenseError(f"{path}: not a valid variant manifest (nested too deeply)") from None
+
+
+def check_variant_files(folder: str | Path, spec: str) -> None:
+    """The files the resolved ``spec`` of a variant ``folder`` loads are there: the model (``config.json``) or the
+    adapter (``adapter_config.json``) in the folder itself, and a base model folder named by the manifest (a hub
+    id is only checked when it is loaded). Checked before anything runs, so nothing is written for a broken variant.
+
+    Raises:
+        DefenseError: Naming ``folder``.
+    """
+    from atp_graph.policies.hf import _looks_local
+
+    base, adapter = split_adapter(spec.removeprefix("hf:"))
+    need = "config.json" if adapter is None else "adapter_config.json"
+    if not (Path(folder) / need).is_file():
+        what = "model" if adapter is None else "adapter"
+        raise DefenseError(f"{folder}: no trained {what} here ({need} is missing); a variant loads only its own folder")
+    if adapter is not None and _looks_local(base) and not (Path(base).expanduser() / "config.json").is_file():
+        raise DefenseError(f"{folder}: its base model folder '{printable(base)}' (in {MANIFEST}) holds no model")
+
+
+def check_new_folder(path: str | Path, what: str, *, ours: str | None = None) -> Path:
+    """``path`` as a folder to write ``what`` into: new or empty (never among the user's files), or, with ``ours``,
+    one holding that file (written here before: a variant folder is trained again); else a one-line error.
+
+    Raises:
+        DefenseError: Naming ``path`` (also for a file, a place under a file or a read-only folder, a name the OS
+            refuses: :meth:`atp_graph.run.RunDir.check_new`'s checks).
+    """
+    from atp_graph.run import RunDir
+    from atp_graph.run.rundir import RunDirError
+
+    p = Path(path)
+    try:
+        names = {f.name for f in p.iterdir()} if p.is_dir() else set()
+    except OSError as e:
+        raise DefenseError(f"{printable(str(p), 500)}: cannot use it for {what}: {e.strerror or e}") from None
+    if names and (ours is None or ours not in names):
+        raise DefenseError(
+            f"{printable(str(p), 500)}: holds files; {what} is written only into a new or empty folder: choose "
+            "another --out"
+        )
+    if names:
+        return p
+    try:
+        return RunDir.check_new(p)
+    except RunDirError as e:
+        raise DefenseError(str(e)) from None
 
 
 def write_variant(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:

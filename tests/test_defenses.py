@@ -630,3 +630,229 @@ def test_reward_reads_the_answer_prefix_and_prompts_end_with_it(tiny_model_dir: 
         ANSWER_PREFIX
     )
     assert row["answer_prefix"] == ANSWER_PREFIX and prefilled(tok, rows, "") == rows
+
+
+# Hostile and odd inputs (issue 17): one `error:` line naming the file, line, field or folder; exit 2; nothing of the
+# user's overwritten; no output folder left behind. The data cases name --model sim, which cannot train: the data
+# must be refused first (and a regression fails fast instead of training).
+
+
+def _refused(r: Result, *needles: str) -> str:
+    """The one error line of a clean refusal, checked to hold every needle."""
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    lines = [line for line in r.stderr.splitlines() if "error" in line.lower()]  # not progress bars
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.output and all(n in lines[0] for n in needles), (needles, lines[0])
+    return lines[0]
+
+
+CHAT_PAIR = {
+    "prompt": [{"role": "user", "content": "p"}],
+    "chosen": [{"role": "assistant", "content": "c"}],
+    "rejected": [{"role": "assistant", "content": "r"}],
+}
+
+
+@pytest.mark.parametrize("command", ["dpo", "grpo"])
+def test_data_nested_too_deep_too_large_or_a_device_is_one_line(command: str, tmp_path: Path, monkeypatch):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(json.dumps(CHAT_PAIR) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    out = tmp_path / "v"
+    _refused(
+        _run("defend", command, "--model", "sim", "--data", str(deep), "--out", str(out)),
+        f"{deep}:2: nested too deeply",
+    )
+    monkeypatch.setattr("defenses.data.MAX_DATA_BYTES", 100)
+    big = tmp_path / "big.jsonl"
+    big.write_text((json.dumps(CHAT_PAIR) + "\n") * 3)
+    _refused(
+        _run("defend", command, "--model", "sim", "--data", str(big), "--out", str(out)),
+        str(big),
+        "larger than 100 bytes",
+    )
+    _refused(
+        _run("defend", command, "--model", "sim", "--data", "/dev/zero", "--out", str(out)),
+        "/dev/zero: not a regular file",
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "row", "needle"),
+    [
+        ("dpo", {"prompt": 1, "chosen": [], "rejected": None}, "prompt: expected chat messages or a string, got int"),
+        ("dpo", {**CHAT_PAIR, "chosen": []}, "chosen: List should have at least 1 item"),
+        ("dpo", {**CHAT_PAIR, "rejected": [{"role": "assistant", "content": ["x"]}]}, "rejected.0.content: Input"),
+        ("dpo", {**CHAT_PAIR, "chosen": [{"role": "user", "content": "c"}]}, "chosen: the last message must be"),
+        ("dpo", {"prompt": "p", "chosen": "c", "rejected": None}, "rejected: Input should be a valid string"),
+        ("grpo", {"prompt": "p", "options": ["a", "b"], "aligned": "c"}, "aligned: must be one of the options"),
+        ("grpo", {"prompt": "p", "options": "ab", "aligned": "a"}, "options: Input should be a valid list"),
+        ("grpo", {"prompt": "p", "options": ["a", "b"], "aligned": "a", "kind": ["x"]}, "kind: Input should be"),
+    ],
+)
+def test_data_rows_of_the_wrong_types_name_file_line_and_field(command: str, row: dict, needle: str, tmp_path: Path):
+    data = tmp_path / "d.jsonl"
+    good = CHAT_PAIR if not isinstance(row["prompt"], str) else {"prompt": "q", "chosen": "c", "rejected": "r"}
+    good = {**good, "options": ["a", "b"], "aligned": "a"} if command == "grpo" else good
+    data.write_text(json.dumps(good) + "\n\n" + json.dumps(row) + "\n")
+    _refused(
+        _run("defend", command, "--model", "sim", "--data", str(data), "--out", str(tmp_path / "v")),
+        f"{data}:3: {needle}",
+    )
+    data.write_text('{"prompt": NaN, "chosen": Infinity, "rejected": -Infinity}\n')
+    _refused(
+        _run("defend", "dpo", "--model", "sim", "--data", str(data), "--out", str(tmp_path / "v")),
+        f"{data}:1: prompt: expected",
+    )
+    data.write_text(json.dumps(CHAT_PAIR) + "\n" + json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+    _refused(
+        _run("defend", "dpo", "--model", "sim", "--data", str(data), "--out", str(tmp_path / "v")),
+        f"{data}:2: prompt: plain text, but chat messages on line 1",
+    )
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_data_line_may_hold_unicode_line_separators(tmp_path: Path):
+    data = tmp_path / "d.jsonl"
+    row = {**CHAT_PAIR, "chosen": [{"role": "assistant", "content": "a\u2028b\x85c"}]}
+    data.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_records(data) == [row]
+
+
+@pytest.mark.parametrize(("flag", "value"), [("lr", "inf"), ("epochs", "inf"), ("beta", "-inf"), ("lr", "nan")])
+def test_training_settings_must_be_finite(flag: str, value: str):
+    from defenses.cli import _settings
+    from defenses.config import DemoConfig, DPOSettings
+
+    for cls in (DPOSettings, GRPOSettings):
+        with pytest.raises(DefenseError, match=f"^--{flag}: Input should be a finite number$"):
+            _settings(cls, {flag: float(value)})
+    with pytest.raises(DefenseError, match="^--dpo-lr: Input should be a finite number$"):
+        _settings(DemoConfig, {"dpo_lr": float("inf")})
+
+
+def test_data_never_overwrites_a_file_it_did_not_write(tmp_path: Path):
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"my": "rows"}\n')
+    args = ("defend", "data", "--pairs", "constructed", "--scenarios", "baker", "--limit", "1", "--out")
+    _refused(_run(*args, str(mine)), str(mine), "not written by `defend data`")
+    assert mine.read_text() == '{"my": "rows"}\n' and not provenance_path(mine).exists()
+    theirs = tmp_path / "new.jsonl"
+    provenance_path(theirs).write_text("my provenance notes\n")
+    _refused(_run(*args, str(theirs)), "new.provenance.json")
+    assert provenance_path(theirs).read_text() == "my provenance notes\n" and not theirs.exists()
+    ours = tmp_path / "ours.jsonl"
+    for _ in range(2):  # its own output may be written again
+        assert _run(*args, str(ours)).exit_code == 0
+    assert len(read_records(ours)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mine.jsonl",
+        "new.provenance.json",
+        "ours.jsonl",
+        "ours.provenance.json",
+    ]
+    ours.write_text(ours.read_text() + "\n")  # edited by hand: no longer the file its provenance describes
+    _refused(_run(*args, str(ours)), "not written by")
+
+
+@pytest.mark.parametrize("command", ["dpo", "grpo"])
+def test_training_never_writes_among_the_users_files(command: str, tmp_path: Path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({**CHAT_PAIR, "options": ["a", "b"], "aligned": "a"}) + "\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")  # peft writes a README.md into the adapter folder
+    _refused(
+        _run("defend", command, "--model", "sim", "--data", str(data), "--out", str(mine)), str(mine), "holds files"
+    )
+    assert [p.read_text() for p in mine.iterdir()] == ["my notes"]
+    (mine / "variant.json").write_text("{}")  # a variant folder is trained again: the model is what is refused
+    _refused(_run("defend", command, "--model", "sim", "--data", str(data), "--out", str(mine)), "cannot train 'sim'")
+
+
+SIM_COMPARE = ("compare", "--variant", "a=sim", "--variant", "b=sim;memory_hygiene", "--limit", "1", "--rounds", "1")
+
+
+def test_compare_writes_only_into_a_new_or_empty_folder(tmp_path: Path):
+    cases = {"files": {"table.md": "my table"}, "cfg": {"config.json": "{}"}, "tmp": {"config.json.tmp": "mine"}}
+    for name, files in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, text in files.items():
+            (folder / file).write_text(text)
+        _refused(_run(*SIM_COMPARE, "--out", str(folder)), str(folder), "new or empty folder")
+        assert {p.name: p.read_text() for p in folder.iterdir()} == files
+    (tmp_path / "link").symlink_to(tmp_path / "files")
+    _refused(_run(*SIM_COMPARE, "--out", str(tmp_path / "link")), "new or empty folder")
+    r = _run(*SIM_COMPARE, "--out", str(tmp_path / "a\0b"))
+    assert r.exit_code == 2 and "is not a usable path" in r.output and "Traceback" not in r.output
+    (tmp_path / "empty").mkdir()
+    assert _run(*SIM_COMPARE, "--out", str(tmp_path / "empty")).exit_code == 0
+    assert (tmp_path / "empty" / "table.md").exists()
+
+
+def _variant_folder(root: Path, name: str, manifest: str, *files: str) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "variant.json").write_text(manifest)
+    for file in files:
+        (folder / file).write_text("{}")
+    return folder
+
+
+def test_a_broken_variant_folder_is_one_line_naming_it_before_anything_is_written(tmp_path: Path):
+    deep = "[" * 100_000 + "]" * 100_000
+    cases = {
+        "deep": (deep, (), "not a valid variant manifest (nested too deeply)"),
+        "elsewhere": (json.dumps({"spec": "hf:/etc"}), (), "no trained model here (config.json is missing)"),
+        "nul": (json.dumps({"spec": "hf:/tmp/\x00x"}), (), "no trained model here"),
+        "hub": (json.dumps({"spec": "hf:nosuch/model+adapter:/nowhere"}), (), "no trained adapter here"),
+        "nobase": (
+            json.dumps({"spec": f"hf:{tmp_path / 'missing-base'}+adapter:/x"}),
+            ("adapter_config.json",),
+            f"its base model folder '{tmp_path / 'missing-base'}' (in variant.json) holds no model",
+        ),
+        "nulbase": (json.dumps({"spec": "hf:/tmp/\x00x+adapter:/x"}), (), "the base model must be"),
+    }
+    for name, (manifest, files, needle) in cases.items():
+        folder = _variant_folder(tmp_path, name, manifest, *files)
+        out = tmp_path / f"out-{name}"
+        args = ("compare", "--variant", "a=sim", "--variant", f"b={folder}", "--limit", "1", "--rounds", "1")
+        _refused(_run(*args, "--out", str(out)), str(folder), needle)
+        assert not out.exists(), name
+    assert not (tmp_path / "missing-base").exists()
+
+
+def test_a_variant_that_does_not_load_leaves_no_comparison_behind(tmp_path: Path):
+    out = tmp_path / "cmp"
+    missing = tmp_path / "no-model"
+    r = _run(
+        "compare",
+        "--variant",
+        "a=sim",
+        "--variant",
+        f"b=hf:{missing}",
+        "--limit",
+        "1",
+        "--rounds",
+        "1",
+        "--out",
+        str(out),
+    )
+    _refused(r, f"variant b (hf:{missing}):", "does not exist")
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    r = _run(*SIM_COMPARE[:4], f"b=hf:{missing}", *SIM_COMPARE[5:], "--out", str(tmp_path / "empty"))
+    _refused(r, "variant b")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_settings_options_are_the_shared_config_options():
+    import defenses.cli
+    from defenses.cli import defend
+
+    assert not hasattr(defenses.cli, "settings_options")  # one options machinery: atp_graph.cli.options
+
+    params = {p.name: p for p in defend.commands["dpo"].params}
+    assert params["full"].opts == ["--full"] and params["full"].secondary_opts == ["--no-full"]
+    assert params["gradient_checkpointing"].secondary_opts == ["--no-gradient-checkpointing"]
+    assert params["lr"].default is None and "[default: 0.1]" in (params["beta"].help or "")
