@@ -254,7 +254,7 @@ def scenarios_import(file: str, out: str) -> None:
     from atp_graph.scenarios import load_scenarios
     from atp_graph.scenarios.atp_import import import_atp, write_scenarios
 
-    written = write_scenarios(import_atp(Path(file)), Path(out))
+    written = write_scenarios(import_atp(Path(file)), Path(out), source=Path(file))
     found = load_scenarios(written)
     click.echo(f"wrote {len(written)} scenario(s), {sum(len(s.variants) for s in found)} item(s) to {out}")
 
