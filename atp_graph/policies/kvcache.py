@@ -24,9 +24,12 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: the command line reads parse_bytes without paying for torch
+    import torch
 
 __all__ = ["BLOCK", "PrefixStore", "default_kv_budget", "parse_bytes", "release_freed_memory"]
 
@@ -75,6 +78,8 @@ def default_kv_budget(device: torch.device) -> int:
     """Half the free memory of a CUDA device (measured after the weights were loaded), else a quarter of the RAM
     available now."""
     if device.type == "cuda":
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
     return int(_available_ram() * 0.25)
