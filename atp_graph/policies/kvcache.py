@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import re
 from collections import OrderedDict
@@ -56,6 +57,8 @@ def parse_bytes(value: int | float | str) -> int:
         number = float(match.group(1)) * _UNITS[unit]
     if number < 0:
         raise ValueError(f"a size in bytes cannot be negative, got {value!r}")
+    if not math.isfinite(number):  # 400 nines, or a float('inf') from Python
+        raise ValueError(f"a size in bytes must be finite, got {str(value)[:40]!r}")
     return int(number)
 
 
