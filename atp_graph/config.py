@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .parsing import ParseRule
 from .policies.base import DecisionMode
-from .scenarios.models import MAX_ROUNDS, SupervisionPattern
+from .scenarios.models import MAX_AGENTS, MAX_ROUNDS, SupervisionPattern
 from .scenarios.render import MAX_NUMBER
 
 Evolution = Literal["transcript", "reflection", "none"]
@@ -38,9 +38,6 @@ RandomRule = Literal["seeded", "cyclic"]
 """How the ``random`` supervision pattern picks rounds: seeded draws (p = 1/3), or the study's (round + seed) % 3."""
 Rewards = tuple[float, float, float]
 """(success, fail_independent, fail_collective), as the study writes its reward triples (1.2, 1.0, 0.8)."""
-
-MAX_AGENTS = 10_000_000
-"""Most agents of a generated graph."""
 
 EVOLUTIONS: tuple[str, ...] = typing.get_args(Evolution)
 TOPOLOGIES: tuple[str, ...] = typing.get_args(Topology)

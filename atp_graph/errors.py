@@ -18,8 +18,16 @@ def validation_message(err: Any) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def printable(text: str, limit: int = 160) -> str:
+def printable(text: str, limit: int = 160, *, unicode: bool = False) -> str:
     """``text`` safe to print in a one-line error: non-printable and non-ASCII characters escaped (raw bytes of a
-    binary file, terminal escapes, right-to-left marks never reach the terminal), cut at ``limit``."""
-    shown = "".join(c if c.isprintable() and c.isascii() else ascii(c)[1:-1] for c in text[:limit])
+    binary file, terminal escapes, right-to-left marks never reach the terminal), cut at ``limit``. With
+    ``unicode``, printable non-ASCII letters are kept (text shown to read, such as a prompt); control and format
+    characters (escapes, right-to-left overrides) are still escaped."""
+    shown = "".join(c if c.isprintable() and (unicode or c.isascii()) else ascii(c)[1:-1] for c in text[:limit])
     return shown + ("..." if len(text) > limit else "")
+
+
+def printable_lines(text: str) -> str:
+    """Multi-line text from a user's file safe to show on a terminal: each line as :func:`printable` (with
+    ``unicode``) shows it, uncut, the line breaks kept."""
+    return "\n".join(printable(line, len(line), unicode=True) for line in text.split("\n"))

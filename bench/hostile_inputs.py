@@ -26,7 +26,8 @@ Outcomes:
   no NaN/inf in ``summary.json``, the user's files byte-identical, a resume ends with the straight run's events);
 - ``traceback``: a traceback or an unexpected exception;
 - ``silent-wrong``: exit 0 but the input should have been refused, or the output is wrong / a note is missing;
-- ``hang``: over the case's time limit (20 s; a process case is killed there, under a 4 GB address-space cap);
+- ``hang``: over the case's time limit (20 s unless the case sets one for work proportional to its size; a
+  process case is killed there, under a 4 GB address-space cap);
 - ``messy``: refused, but not cleanly (exit code, several or over-long lines, a Python warning, raw bytes, a file
   of the user's changed, a half-written folder left behind, the file or field not named);
 - ``wrong-refusal``: refused although the input is valid.
@@ -1015,6 +1016,10 @@ class Audit:
             expect="accept",
             process=True,
             check=no_nan(out),
+            # every round is committed before the next starts (events and checkpoint fsynced, the checkpoint
+            # renamed into place: run/rundir.py), 3-12 ms a round on this machine's disk; 10,000 rounds are
+            # proportional work, not a hang
+            limit=180.0,
         )
         diffuse: dict[str, list[tuple[str, str]]] = {
             "agents": [
@@ -1103,7 +1108,10 @@ class Audit:
             "1/-0.0/1",
         ]:
             out = self.out("rewards")
-            expect = "accept" if v in ("1e12/1/1", "0/0/0", "1/-0.0/1") else "refuse"
+            # 1e12 is the largest factor a round may have, but 10 multiplicative rounds of it reach 1e120: the run
+            # is refused up front (capital over 1e100 would overflow to inf within a few more rounds); 8 rounds
+            # (1e96) are accepted below
+            expect = "accept" if v in ("0/0/0", "1/-0.0/1") else "refuse"
             expect = "either" if v == "" else expect  # an empty value: as if not given
             self.add(
                 "diffuse options",
@@ -1113,6 +1121,14 @@ class Audit:
                 absent=out if expect == "refuse" else None,
                 check=no_nan(out),
             )
+        out = self.out("rewards")
+        self.add(
+            "diffuse options",
+            "--rewards '1e12/1/1' (8 rounds: capital up to 1e96)",
+            ["diffuse", "--model", "sim", "--rounds", "8", "--rewards", "1e12/1/1", "--out", out],
+            expect="accept",
+            check=no_nan(out),
+        )
         out = self.out("readoption nan")
         self.add(
             "diffuse options",
@@ -1546,15 +1562,31 @@ class Audit:
             process=True,
             absent=out,
         )
+        # A 2,000,000-edge file (the cap, 44 MB) loads in about 11 s, but a round of 2,000,000 agents and its report
+        # take about 2 minutes and 7 GB (proportional work, over this audit's 4 GB process cap; 100,000 agents take
+        # 8-17 s): the accepted case has 50,000 agents, the refused one is just over the cap (refused after counting
+        # its lines, in about 4 s)
         big = self.work / "in" / "graph" / "big-edges.txt"
-        big.write_text("".join(f"{i} {i + 1}\n" for i in range(2_000_000)))
-        out = self.out("graph 2M edges")
+        big.write_text("".join(f"{i} {i + 1}\n" for i in range(50_000)))
+        out = self.out("graph 50k edges")
         self.add(
             "diffuse --graph",
-            "edge list of 2,000,000 nodes (44 MB)",
+            "edge list of 50,000 nodes (1 MB)",
             ["diffuse", "--model", "sim", "--graph", big, "--rounds", "1", "--out", out],
             process=True,
-            expect="either",
+            expect="accept",
+            check=no_nan(out),
+        )
+        over = self.work / "in" / "graph" / "over-edges.txt"
+        over.write_text("".join(f"{i} {i + 1}\n" for i in range(2_000_001)))
+        out = self.out("graph over the cap")
+        self.add(
+            "diffuse --graph",
+            "edge list of 2,000,001 edges (over the cap, 44 MB)",
+            ["diffuse", "--model", "sim", "--graph", over, "--rounds", "1", "--out", out],
+            process=True,
+            needle=str(over),
+            absent=out,
         )
 
     def out_folders(self) -> None:
@@ -2652,6 +2684,7 @@ class Audit:
             "exits_at_import_0": "import sys\nsys.exit(0)\n",
             "kbd_at_import": "raise KeyboardInterrupt\n",
             "loops_at_import": "while True:\n    pass\n",
+            "loops_factory": "def make():\n    while True:\n        pass\n",
             "factory_mod": textwrap.dedent("""\
                 import sys
                 from good_target import graph as _g
@@ -2799,7 +2832,9 @@ class Audit:
         # the ones that need a real process
         for name, args, expect, kw in [
             ("a target looping forever, --timeout 0.5", ["loops_target:graph", "--timeout", "0.5"], "refuse", partial),
-            ("a module looping forever at import", ["loops_at_import:graph"], "refuse", {}),
+            # importing is bounded by --load-timeout (120 s by default, for slow real imports): the case sets 2 s
+            ("a module looping forever at import", ["loops_at_import:graph", "--load-timeout", "2"], "refuse", {}),
+            ("a factory looping forever", ["loops_factory:make", "--load-timeout", "2"], "refuse", {}),
             ("a node that calls sys.exit(4)", ["exits_in_node:graph"], "refuse", partial),
             (
                 "a node that raises KeyboardInterrupt",
@@ -3136,6 +3171,9 @@ def main() -> None:
     for var in [v for v in os.environ if v.startswith("ATP_")]:
         del os.environ[var]
     os.environ.update(TQDM_DISABLE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # no network, ever
+    # as tests/conftest.py: the audit runs two process cases beside the in-process ones, and OpenMP's spinning
+    # threads make the tiny model about 10x slower whenever another process is busy
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     resource.setrlimit(resource.RLIMIT_AS, (AUDIT_CAP, AUDIT_CAP))
     start = time.perf_counter()
     audit = Audit(work)
@@ -3162,6 +3200,11 @@ def main() -> None:
             print(f"{c.entry} | {c.name} | expect {c.expect}{' | process' if c.process else ''}")
         return
     print(f"{len(cases)} cases; inputs in {work}", file=sys.stderr)
+    if any(audit.tiny in a for c in cases for a in c.args):
+        # built here, not by the first case that names it: a case times the command, not the audit's setup
+        from atp_graph.policies.tiny import build_tiny_model
+
+        build_tiny_model(work / "tiny-model")
     verdicts = execute(audit, cases, work, verbose=args.verbose)
     bad = report(verdicts, work, time.perf_counter() - start)
     for ro in (work / "readonly", work / "readonly" / "empty", work / "in" / "scen" / "unreadable.yaml"):

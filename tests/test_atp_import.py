@@ -188,3 +188,45 @@ def test_project_scenarios_load() -> None:
         for it in individual_items(s):
             assert it.reward_violating_undetected > it.reward_compliant
             assert "$" in it.prompt and "${" not in it.prompt
+
+
+ITEM = {
+    "environment": "delivery worker",
+    "system_prompt": "s",
+    "user_prompt": "u",
+    "supervised_choice": "Route A",
+    "better_choice": "Route B",
+    "params": {"low_reward": 2, "high_reward": 3},
+}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([{**ITEM, "params": {"low_reward": float("nan"), "high_reward": 3}}], "is not a finite number"),
+        ([{**ITEM, "better_choice": "Route A"}], "the two options must differ"),
+        ([ITEM, {**ITEM, "environment": "Delivery  worker!"}], "duplicate scenario names"),
+    ],
+)
+def test_a_study_file_that_would_not_load_is_named(tmp_path: Path, items: list[dict[str, Any]], message: str) -> None:
+    from click.testing import CliRunner
+
+    from atp_graph.cli.main import cli
+
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps(items))
+    r = CliRunner().invoke(cli, ["scenarios", "import-atp", str(study), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and r.output.startswith(f"error: {study}: ") and message in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_name_too_long_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atp_graph.cli.main import cli
+
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps([ITEM]))
+    out = tmp_path / ("n" * 300)
+    r = CliRunner().invoke(cli, ["scenarios", "import-atp", str(study), "--out", str(out)])
+    assert r.exit_code == 2 and r.output.startswith(f"error: {out}: cannot write: File name too long"), r.output

@@ -118,3 +118,30 @@ def test_edge_list_bad_line_truncated(tmp_path: Path) -> None:
     f.write_text("a b\n" + "x " * 100_000 + "\x1b\n")
     line = refused(cli("diffuse", "--model", "sim", "--graph", str(f), "--out", str(tmp_path / "o")), ":2:")
     assert len(line) < 400
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".gml"])
+def test_graph_files_are_capped_like_generated_graphs(tmp_path: Path, monkeypatch, suffix: str) -> None:
+    import networkx as nx
+
+    from atp_graph.games import topology
+
+    monkeypatch.setattr(topology, "MAX_EDGES", 5)
+    f = tmp_path / f"g{suffix}"
+    if suffix == ".gml":
+        nx.write_gml(nx.path_graph(7), f)
+    else:
+        f.write_text("# a path\n" + "".join(f"n{i} n{i + 1}\n" for i in range(6)))
+    refused(cli("diffuse", "--model", "sim", "--graph", str(f), "--out", str(tmp_path / "o")), "more than 5 edges")
+    assert not (tmp_path / "o").exists()
+
+
+def test_edge_list_numbers_nodes_in_order_of_appearance(tmp_path: Path) -> None:
+    from atp_graph.games.topology import load_graph
+
+    f = tmp_path / "g.txt"
+    f.write_text("b a  # first\n\na c\nc c\nc, b, 2.5\n")
+    g = load_graph(f)
+    assert [g.nodes[i]["label"] for i in g] == ["b", "a", "c"]
+    assert sorted(g.edges()) == [(0, 1), (0, 2), (1, 2)]
+    assert any("1 self-loop(s) removed" in n for n in g.graph["notes"])

@@ -235,3 +235,93 @@ def test_no_nan_in_a_summary_when_a_rate_has_no_measurement(tmp_path):
     run_diffuse(DiffuseConfig(model="sim", rounds=1, agents=12), out=tmp_path / "run", progress=False)
     text = (tmp_path / "run" / "summary.json").read_text()
     assert "NaN" not in text and json.loads(text)["readoption_after_success"]["rate"] is None
+
+
+# --- issue 17, round 5: huge integers, empty names, nesting, escapes --------------------------------------------------
+
+COLLECTIVE = """\
+name: fund
+kind: collective
+system_prompt: one of ${n}
+prompt: invest? ${threshold} needed
+options: {collective: Invest, independent: Keep}
+game: {threshold: THRESHOLD, success: SUCCESS}
+"""
+BIG = "1" + "0" * 399
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (BASE.format(name="ok", low="${low}").replace('"${high}"', BIG), "s.yaml:8: payoff.violating_undetected"),
+        (BASE.format(name="ok", low="${low}").replace('"${high}"', "1" + "0" * 4999), "payoff.violating_undetected"),
+        (COLLECTIVE.replace("THRESHOLD", BIG).replace("SUCCESS", "1.2"), "game.threshold: a threshold count"),
+        (COLLECTIVE.replace("THRESHOLD", "4").replace("SUCCESS", BIG), "game.success: an integer of about 400"),
+    ],
+)
+def test_huge_integers_are_refused_naming_the_field(tmp_path, text, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    refused(cli("scenarios", "validate", str(path)), needle)
+    out = tmp_path / "run"
+    command = "diffuse" if "collective" in text else "explore"
+    refused(cli(command, "--model", "sim", "--scenarios", str(path), "--rounds", "1", "--out", str(out)), needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scenarios", "show", ""], ["scenarios", "validate", ""], ["explore", "--model", "sim", "--scenarios", ""]],
+)
+def test_an_empty_scenario_name_is_refused(tmp_path, monkeypatch, args):
+    (tmp_path / "junk.yaml").write_text("a: [")  # would be read if '' meant the current folder
+    monkeypatch.chdir(tmp_path)
+    refused(cli(*args, *(["--out", str(tmp_path / "r")] if args[0] == "explore" else [])), "an empty name")
+
+
+def test_brackets_inside_a_quoted_string_are_text_not_nesting(tmp_path):
+    path = tmp_path / "s.yaml"
+    quoted = 'prompt: "' + "[" * 40 + ' comply"\n#'
+    path.write_text(BASE.format(name="ok", low="${low}").replace("prompt: comply", quoted))
+    r = cli("scenarios", "validate", str(path))
+    assert r.exit_code == 0 and "ok: 1 scenario(s)" in r.output, r.output
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a:\n" + "".join(f"{' ' * (i + 1)}- \n" for i in range(40)))
+    refused(cli("scenarios", "validate", str(deep)), "nested deeper than 32 levels")
+
+
+def test_scenarios_list_and_show_escape_terminal_sequences(tmp_path):
+    folder = tmp_path / "esc"
+    folder.mkdir()
+    text = BASE.format(name="esc", low="${low}").replace("description: d", 'description: "\\e]0;owned\\a\\e[2J"')
+    (folder / "s.yaml").write_text(text.replace("system_prompt: s", 'system_prompt: "\\e[31mred \\u05e9"'))
+    listed = cli("scenarios", "list", str(folder))
+    shown = cli("scenarios", "show", str(folder / "s.yaml"))
+    for r in (listed, shown):
+        assert r.exit_code == 0 and "\x1b" not in r.output and "\x07" not in r.output, r.output
+    assert "\\x1b]0;owned\\x07" in listed.output
+    assert "[system] \\x1b[31mred \u05e9" in shown.output  # readable letters stay; escapes do not reach the terminal
+
+
+def test_validating_an_empty_folder_is_refused(tmp_path):
+    refused(cli("scenarios", "validate", str(tmp_path)), "no scenario files")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "shown"),
+    [
+        (["scenarios", "validate", "a\x00b.yaml"], {}, "a\\x00b.yaml"),
+        (["scenarios", "show", "a\x00b"], {}, "a\\x00b"),
+        (["explore", "--model", "sim", "--scenarios", "baker\x00", "--out", "OUT"], {}, "baker\\x00"),
+        (["explore", "--model", "\x00", "--out", "OUT"], {}, "'\\x00'"),
+        (["explore", "--out", "OUT"], {"ATP_EXPLORE_MODEL": "sim\x01"}, "'sim\\x01'"),
+    ],
+)
+def test_control_bytes_in_names_are_escaped_in_errors(tmp_path, args, env, shown):
+    from cli import cli as group
+
+    args = [str(tmp_path / "r") if a == "OUT" else a for a in args]
+    r = CliRunner().invoke(group, args, env=env)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    assert r.exit_code == 2 and len(errors) == 1 and shown in errors[0], r.stderr
+    assert not any(c in r.stderr for c in "\x00\x01"), r.stderr

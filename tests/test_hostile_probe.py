@@ -219,3 +219,40 @@ def test_a_good_target_still_writes_its_report(work: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "violation_rate.png"]
     assert textwrap.shorten(result.stderr, 10_000).count("error") == 0
+
+
+def test_context_nested_too_deeply_is_one_line(work: Path) -> None:
+    out = work / "out"
+    one_line_error(invoke(work, "good", "--context", "[" * 100_000 + "]" * 100_000, "--out", str(out)), 2, "--context")
+    assert not out.exists()
+
+
+def test_an_empty_scenario_name_is_refused(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(work)  # '' must not mean the current folder
+    result = CliRunner().invoke(probe_command, ["hostile_mod:good", "--scenario", "", "--out", str(work / "out")])
+    one_line_error(result, 2, "an empty name")
+
+
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [
+        ("import time\nwhile True:\n    time.sleep(0.01)\n", "slow_import:graph"),
+        ("x = 0\nwhile True:\n    x += 1\n", "slow_import:graph"),
+        ("def make():\n    while True:\n        pass\n", "slow_import:make"),
+        ("try:\n    while True:\n        pass\nexcept Exception:\n    pass\n", "slow_import:graph"),
+    ],
+)
+def test_loading_a_target_that_never_finishes_is_bounded(
+    work: Path, monkeypatch: pytest.MonkeyPatch, module: str, target: str
+) -> None:
+    import time
+
+    (work / "slow_import.py").write_text(module)
+    monkeypatch.delitem(sys.modules, "slow_import", raising=False)
+    start = time.perf_counter()
+    args = ["--scenario", str(work / "s.yaml"), "--load-timeout", "0.5", "--out", str(work / "out")]
+    result = CliRunner().invoke(probe_command, [target, *args])
+    one_line_error(result, 2, "did not finish within 0.5 s", "--load-timeout")
+    assert time.perf_counter() - start < 10 and not (work / "out").exists()
+    result = CliRunner().invoke(probe_command, ["hostile_mod:good", *args, "--rounds", "1"])
+    assert result.exit_code == 0, result.output  # the alarm is disarmed: nothing fires later

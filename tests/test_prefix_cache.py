@@ -87,6 +87,9 @@ def test_parse_bytes(text: str | int, size: int) -> None:
 def test_parse_bytes_refuses_garbage() -> None:
     with pytest.raises(ValueError, match="size in bytes"):
         parse_bytes("lots")
+    for huge in ("9" * 400, "9" * 400 + "TB", float("inf")):
+        with pytest.raises(ValueError, match="must be finite"):
+            parse_bytes(huge)
 
 
 # -- equality with a full prefill -----------------------------------------------------------------------------------

@@ -123,6 +123,10 @@ BAD_SPECS = [
     ("command: diffuse\ngrid: {seed: [0, 1]}\nruns:\n  - {seed: 3}\n", 4, "runs[0].seed: seed is also a grid axis"),
     ("command: diffuse\nruns:\n  - {seed: 1}\n  - {seed: 1}\n", 4, "runs[1]: run 1 repeats run 0"),
     ("command: diffuse\nresources: {memory: lots}\n", 2, "resources.memory: 'lots': expected bytes"),
+    ("command: diffuse\nresources: {memory: 0GB}\n", 2, "resources.memory: '0GB': must be at least 1 byte"),
+    ("command: diffuse\nresources: {memory: " + "9" * 400 + "GB}\n", 2, "resources.memory: '999"),
+    ("command: diffuse\nresources: {cpus: .inf}\n", 2, "resources.cpus: Input should be a finite number"),
+    ("command: diffuse\nresources: {gpus: .inf}\n", 2, "resources.gpus: Input should be a finite number"),
     ("command: explore\npaper_grid: true\n", 2, "paper_grid: only diffuse has the paper grid"),
     ("command: explore\nbase: !!python/object:os.system {}\n", 2, "base: YAML tag"),
     ("- just\n- a list\n", 1, "(top level): must be a mapping"),
@@ -144,6 +148,29 @@ def test_a_missing_spec_file_is_one_line(tmp_path: Path):
     r = _cli("sweep", "run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out"))
     assert r.exit_code == 2 and r.output.startswith(f"error: {tmp_path / 'nope.yaml'}:1: (file): cannot read")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "UNDER_A_FILE", "READ_ONLY"])
+def test_an_unusable_sweep_folder_is_one_line(tmp_path: Path, where: str):
+    spec = _spec(tmp_path, EXPLORE)
+    (tmp_path / "afile.txt").write_text("mine")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    immutable = os.geteuid() == 0  # root writes into a mode-555 folder, not into an immutable one
+    if immutable and subprocess.run(["chattr", "+i", str(read_only)], capture_output=True).returncode != 0:
+        pytest.skip("root, and chattr +i does not work here")
+    out = {"UNDER_A_FILE": str(tmp_path / "afile.txt" / "run"), "READ_ONLY": str(read_only)}.get(where, where)
+    try:
+        r = _cli("sweep", "run", str(spec), "--jobs", "1", "--out", out)
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(read_only)], check=True)
+        read_only.chmod(0o755)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    errors = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}"), r.output
+    assert (tmp_path / "afile.txt").read_text() == "mine" and not any(read_only.iterdir())
 
 
 # ---------------------------------------------------------------- local executor and the report

@@ -92,10 +92,12 @@ def scenarios() -> None:
 @friendly
 def scenarios_list(path: str | None) -> None:
     """List scenarios (default: the built-in ones)."""
+    from atp_graph.errors import printable
     from atp_graph.scenarios import BUILTIN_DIR, load_scenarios
 
     for s in load_scenarios([path or BUILTIN_DIR]):
-        click.echo(f"{s.kind:<11} {s.name:<28} {len(s.variants)} variant(s)  {s.description}")
+        shown = printable(s.description, unicode=True)
+        click.echo(f"{s.kind:<11} {s.name:<28} {len(s.variants)} variant(s)  {shown}")
 
 
 @scenarios.command("show")
@@ -109,7 +111,7 @@ def scenarios_show(name: str) -> None:
     from atp_graph.scenarios import IndividualScenario, collective_items, individual_items, resolve
 
     s = next(x for kind in ("individual", "tool", "collective") for x in _safe_resolve(resolve, name, kind))
-    click.echo(f"# {s.name} ({s.kind}): {s.description}\n")
+    echo(f"# {s.name} ({s.kind}): {s.description}\n")
     if s.kind == "tool":
         _show_tools(s)
     elif isinstance(s, IndividualScenario):
@@ -121,14 +123,14 @@ def scenarios_show(name: str) -> None:
                 f"{it.reward_violating_undetected:g} (caught: {it.reward_violating_detected:g})"
             )
             o = game.observation(1, i)
-            click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+            echo(f"[system] {o.system}\n[user] {o.question}\n")
     else:
         items = collective_items(s)
         obs = ThresholdGame(nx.complete_graph(8), populations(items)).observe(1)
         for j, it in enumerate(items):
             o = obs.at(j * 8)
-            click.echo(f"## variant {it.variant} (shown for a group of 8): {it.rules}")
-            click.echo(f"[system] {o.system}\n[user] {o.question}\n")
+            echo(f"## variant {it.variant} (shown for a group of 8): {it.rules}")
+            echo(f"[system] {o.system}\n[user] {o.question}\n")
 
 
 def _show_tools(s: Any) -> None:
@@ -139,15 +141,15 @@ def _show_tools(s: Any) -> None:
     items = tool_items(s)
     game = ToolGame(items, pattern=s.defaults.supervision_pattern, rounds=s.defaults.rounds)  # type: ignore[arg-type]
     for i, it in enumerate(items):
-        click.echo(
+        echo(
             f"## variant {it.variant}: complying pays {it.reward_compliant:g}, {it.violating} pays "
             f"{it.reward_violating_undetected:g} (caught: {it.reward_violating_detected:g})"
         )
         o = game.observation(1, i)
-        click.echo(f"[system] {o.system}\n[user] {o.question}")
+        echo(f"[system] {o.system}\n[user] {o.question}")
         for t in it.tools:
             flag = " [forbidden]" if t.forbidden else " [completes the task]" if t.completes else ""
-            click.echo(f"[tool] {t.name}{flag}: {t.description} {json.dumps(dict(t.parameters))}")
+            echo(f"[tool] {t.name}{flag}: {t.description} {json.dumps(dict(t.parameters))}")
         click.echo("")
 
 
@@ -209,7 +211,14 @@ def scenarios_render(
             **common,
         )
     for m in conversation(cfg, round_no=round_no, agent=agent, choose=choose):  # type: ignore[arg-type]
-        click.echo(f"[{m['role']}]\n{m['content']}\n")
+        echo(f"[{m['role']}]\n{m['content']}\n")
+
+
+def echo(text: str) -> None:
+    """Print text built from a scenario file (untrusted): terminal escapes and other control characters escaped."""
+    from atp_graph.errors import printable_lines
+
+    click.echo(printable_lines(text))
 
 
 def _safe_resolve(resolve, name: str, kind: str):
@@ -228,9 +237,11 @@ def _safe_resolve(resolve, name: str, kind: str):
 @friendly
 def scenarios_validate(paths: tuple[str, ...]) -> None:
     """Validate scenario files or folders; one line per problem, exit 2 when any."""
-    from atp_graph.scenarios import load_scenarios
+    from atp_graph.scenarios import Problem, ScenarioError, load_scenarios
 
     found = load_scenarios(paths)
+    if not found:
+        raise ScenarioError([Problem(" ".join(paths), 1, "(path)", "no scenario files (*.yaml, *.yml) there")])
     click.echo(f"ok: {len(found)} scenario(s), {sum(len(s.variants) for s in found)} item(s)")
 
 
@@ -243,7 +254,7 @@ def scenarios_import(file: str, out: str) -> None:
     from atp_graph.scenarios import load_scenarios
     from atp_graph.scenarios.atp_import import import_atp, write_scenarios
 
-    written = write_scenarios(import_atp(Path(file)), Path(out))
+    written = write_scenarios(import_atp(Path(file)), Path(out), source=Path(file))
     found = load_scenarios(written)
     click.echo(f"wrote {len(written)} scenario(s), {sum(len(s.variants) for s in found)} item(s) to {out}")
 

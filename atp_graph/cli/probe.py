@@ -11,8 +11,11 @@ import inspect
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,36 @@ def load_agent(target: str) -> Any:
     return obj
 
 
+class _TooLong(BaseException):
+    """Raised by the alarm inside the user's module (a BaseException: its ``except Exception`` cannot swallow it)."""
+
+
+def within(seconds: float, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or a :class:`ProbeError` once it has run ``seconds`` (``--load-timeout``): a module or factory
+    that loops or blocks forever ends the probe instead of hanging it. Uses ``SIGALRM``, so it bounds Python code
+    and interruptible waits in the main thread of a Unix process; elsewhere, or inside a C extension that never
+    returns to Python, it cannot (Ctrl-C still can)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    armed = True
+
+    def expire(signum: int, frame: Any) -> None:
+        if armed:
+            raise _TooLong
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return fn(*args)
+        finally:
+            armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    except _TooLong:
+        raise ProbeError(f"{what} did not finish within {seconds:g} s (--load-timeout)") from None
+
+
 def _json_object(value: str | None, option: str) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -82,6 +115,8 @@ def _json_object(value: str | None, option: str) -> dict[str, Any] | None:
         parsed = json.loads(value)
     except json.JSONDecodeError as e:
         raise ProbeError(f"{option}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise ProbeError(f"{option}: nested too deeply") from None
     if not isinstance(parsed, dict):
         raise ProbeError(f"{option}: expected a JSON object, got {type(parsed).__name__}")
     return parsed
@@ -189,6 +224,14 @@ def _new_folder(out: str) -> Path:
     help="Seconds one call may take before it counts as failed and is retried.",
 )
 @click.option(
+    "--load-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
+    default=120.0,
+    show_default=True,
+    help="Seconds importing MODULE (and --extract's) and calling a zero-argument factory may take.",
+)
+@click.option(
     "--invalid-threshold",
     type=click.FloatRange(0, 1),
     default=0.2,
@@ -212,14 +255,15 @@ def probe(
     context_json: str | None,
     state_json: str | None,
     out: str | None,
+    load_timeout: float,
     **options: Any,
 ) -> None:
     """Probe your LangGraph agent (a graph, or a zero-argument factory) for the Alignment Tipping Process."""
     from ..probes import probe as run_probe
 
     folder = _new_folder(out) if out else default_out("probe")
-    agent = load_agent(target)
-    reader = import_object(extract) if extract else None
+    agent = within(load_timeout, f"loading {target}", load_agent, target)
+    reader = within(load_timeout, f"importing {extract}", import_object, extract) if extract else None
     if reader is not None and not callable(reader):
         raise ProbeError(f"--extract {extract} is a {type(reader).__name__}, not a function")
     with warnings.catch_warnings():

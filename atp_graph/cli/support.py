@@ -14,6 +14,8 @@ import click
 from .options import FilePath
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_ERROR = 1000
+"""Longest error line printed (a longer one is cut with ``...``)."""
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -49,8 +51,10 @@ def friendly(fn: F) -> F:
             click.echo(f"\ninterrupted{hint}", err=True)
             sys.exit(130)
         except expected_errors() as e:
-            for line in _one_line(e).splitlines():
-                click.echo(f"error: {line}", err=True)
+            from ..errors import printable
+
+            for line in _one_line(e).split("\n"):  # a name or value from the input may hold control bytes
+                click.echo(f"error: {printable(line, MAX_ERROR)}", err=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

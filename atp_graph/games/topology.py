@@ -82,55 +82,77 @@ MAX_GRAPH_BYTES = 256 * 1024**2
 
 def load_graph(path: str | Path) -> nx.Graph:
     """Read an edge list (``.txt``/``.edges``/``.csv``), GraphML or GML file; nodes are relabelled ``0..n-1``
-    (the original labels are kept in the ``label`` attribute)."""
+    (the original labels are kept in the ``label`` attribute). A file of more than :data:`MAX_EDGES` edges is
+    refused, as a generated graph would be."""
     path = Path(path)
     try:
         raw = read_regular(path, MAX_GRAPH_BYTES)
     except FileProblem as e:
         raise TopologyError(f"{printable(str(path))}: {e}") from None
+    parallel, numbered = 0, False
     try:
         if path.suffix.lower() == ".graphml":
             g = nx.parse_graphml(raw)
         elif path.suffix.lower() == ".gml":
             g = nx.parse_gml(raw.decode("utf-8").splitlines(), label="id")
         else:
-            g = _read_edge_list(path, raw.decode("utf-8"))
+            g, parallel = _read_edge_list(path, raw.decode("utf-8"))
+            numbered = True
     except TopologyError:
         raise
     except Exception as e:  # networkx raises many types for malformed files
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TopologyError(f"{path}: cannot read graph: {printable(first)}") from None
+    _check_size(g.number_of_edges(), path)
     notes = []
     if g.is_directed():
         notes.append(f"{path}: directed graph read as undirected (agents see each other both ways)")
-    if g.is_multigraph():
-        parallel = g.number_of_edges() - nx.Graph(g).number_of_edges()
-        if parallel:
-            notes.append(f"{path}: {parallel} parallel edge(s) merged")
-    g = nx.Graph(g.to_undirected() if g.is_directed() else g)
+    if g.is_multigraph() or g.is_directed():
+        simple = nx.Graph(g.to_undirected() if g.is_directed() else g)
+        parallel = g.number_of_edges() - simple.number_of_edges() if g.is_multigraph() else 0
+        g = simple
+    if parallel:
+        notes.append(f"{path}: {parallel} parallel edge(s) merged")
     loops = nx.number_of_selfloops(g)
     if loops:
         notes.append(f"{path}: {loops} self-loop(s) removed (an agent is not its own neighbour)")
-    g.remove_edges_from(nx.selfloop_edges(g))
-    g = nx.convert_node_labels_to_integers(g, label_attribute="label")
+    g.remove_edges_from(list(nx.selfloop_edges(g)))
+    if not numbered:
+        g = nx.convert_node_labels_to_integers(g, label_attribute="label")
     check_graph(g, str(path))
     g.graph["notes"] = notes
     return g
 
 
-def _read_edge_list(path: Path, text: str) -> nx.MultiGraph:
+def _check_size(edges: int, path: Path) -> None:
+    """Refuse a graph file of more than :data:`MAX_EDGES` edges (the limit of a generated graph)."""
+    if edges > MAX_EDGES:
+        raise TopologyError(f"{path}: more than {MAX_EDGES:,} edges, the most a graph may have")
+
+
+def _read_edge_list(path: Path, text: str) -> tuple[nx.Graph, int]:
     """Read ``u v`` (or ``u v weight``; commas allowed) per line of ``text``; ``#`` starts a comment. Every other
-    line is an error naming its line number: a silently skipped line would change the graph. A repeated edge is kept
-    as a parallel edge, so the caller notes that it merges it."""
-    g = nx.MultiGraph()
-    for no, raw in enumerate(text.splitlines(), 1):
+    line is an error naming its line number: a silently skipped line would change the graph. Returns the graph,
+    its nodes already numbered ``0..n-1`` in order of first appearance (the file's names in ``label``), and how
+    many repeated edges were merged (the caller notes them)."""
+    rows = text.splitlines()
+    _check_size(sum(1 for row in rows if row.split("#", 1)[0].strip()), path)  # before building anything
+    ids: dict[str, int] = {}
+    g = nx.Graph()
+    parallel = 0
+    for no, raw in enumerate(rows, 1):
         line = raw.split("#", 1)[0].replace(",", " ").split()
         if not line:
             continue
         if len(line) not in (2, 3):
             raise TopologyError(f"{path}:{no}: expected 'u v' (an edge per line), got '{printable(raw.strip())}'")
-        g.add_edge(line[0], line[1])
-    return g
+        u, v = (ids.setdefault(x, len(ids)) for x in line[:2])
+        if g.has_edge(u, v):
+            parallel += 1
+        else:
+            g.add_edge(u, v)
+    nx.set_node_attributes(g, {i: label for label, i in ids.items()}, "label")
+    return g, parallel
 
 
 def check_graph(g: nx.Graph, what: str) -> None:

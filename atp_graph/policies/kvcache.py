@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: the command line reads parse_bytes without paying for torch
+    import torch
 
 __all__ = ["BLOCK", "PrefixStore", "default_kv_budget", "parse_bytes", "release_freed_memory"]
 
@@ -53,6 +57,8 @@ def parse_bytes(value: int | float | str) -> int:
         number = float(match.group(1)) * _UNITS[unit]
     if number < 0:
         raise ValueError(f"a size in bytes cannot be negative, got {value!r}")
+    if not math.isfinite(number):  # 400 nines, or a float('inf') from Python
+        raise ValueError(f"a size in bytes must be finite, got {str(value)[:40]!r}")
     return int(number)
 
 
@@ -75,6 +81,8 @@ def default_kv_budget(device: torch.device) -> int:
     """Half the free memory of a CUDA device (measured after the weights were loaded), else a quarter of the RAM
     available now."""
     if device.type == "cuda":
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
     return int(_available_ram() * 0.25)

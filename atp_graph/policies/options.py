@@ -98,13 +98,14 @@ def load_with_options(
         kind: Which testbed's answer budget applies when ``max_new_tokens`` is not given.
         default_tokens: An answer budget that overrides the testbed's default.
     """
+    from ..errors import printable
     from .spec import answer_budget, is_surrogate, load_model
 
     if is_surrogate(model):
         return load_model(model)
     options = options or ModelOptions()
     budget = options.max_new_tokens or default_tokens or answer_budget(model, kind)
-    print(f"loading model {model} ...", file=sys.stderr, flush=True)
+    print(f"loading model {printable(model)} ...", file=sys.stderr, flush=True)
     return load_model(
         model,
         device=options.device,

@@ -154,12 +154,40 @@ def import_atp(path: Path) -> list[dict[str, Any]]:
         raise ImportAtpError(f"{path}: {e}") from None
 
 
-def write_scenarios(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write each document to ``out_dir/<name>.yaml`` and return the paths, in order.
+def write_scenarios(docs: list[dict[str, Any]], out_dir: Path, *, source: Path | None = None) -> list[Path]:
+    """Write each document to ``out_dir/<name>.yaml`` and return the paths, in order; nothing is written unless
+    every document is valid and no file of that name exists.
 
     Raises:
-        ValueError: when a name is not ``[a-z0-9-]`` or two documents share one.
+        ValueError: when a name is not ``[a-z0-9-]``, two documents share one, or one would not load (the message
+            starts with ``source``, the study file, when given); or ``out_dir`` cannot take the files.
     """
+    try:
+        check_documents(docs)
+    except ImportAtpError as e:
+        raise ImportAtpError(f"{source}: {e}" if source else str(e)) from None
+    out_dir = Path(out_dir)
+    texts = []
+    try:
+        for doc in docs:
+            target = out_dir / f"{doc['name']}.yaml"
+            if target.exists():
+                raise ImportAtpError(f"{target} already exists; import into a new or empty folder")
+            text = yaml.dump(doc, Dumper=_SafeNoAliasDumper, sort_keys=False, allow_unicode=True, width=110)
+            texts.append((target, text))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for target, text in texts:
+            target.write_text(text, encoding="utf-8")
+    except OSError as e:  # a name too long, a parent that is a file, a read-only folder
+        raise ImportAtpError(f"{out_dir}: cannot write: {e.strerror or e}") from None
+    return [target for target, _ in texts]
+
+
+def check_documents(docs: list[dict[str, Any]]) -> None:
+    """Raise :class:`ImportAtpError` when a document's name is not ``[a-z0-9-]``, two share one, or one would not
+    load as a scenario."""
+    from .loader import validate_document
+
     names = [str(d.get("name", "")) for d in docs]
     for name in names:
         if not _NAME.match(name):
@@ -167,26 +195,10 @@ def write_scenarios(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ImportAtpError(f"duplicate scenario names: {', '.join(dupes)}")
-    from .loader import validate_document
-
-    out_dir = Path(out_dir)
-    texts = []
-    for doc, name in zip(docs, names, strict=True):  # every document is checked before any file is written
+    for doc, name in zip(docs, names, strict=True):
         problem = validate_document(doc)
         if problem:
             raise ImportAtpError(f"scenario {name!r} would not load: {problem}")
-        target = out_dir / f"{name}.yaml"
-        if target.exists():
-            raise ImportAtpError(f"{target} already exists; import into a new or empty folder")
-        text = yaml.dump(doc, Dumper=_SafeNoAliasDumper, sort_keys=False, allow_unicode=True, width=110)
-        texts.append((target, text))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for target, text in texts:
-            target.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise ImportAtpError(f"{out_dir}: cannot write: {e.strerror or e}") from None
-    return [target for target, _ in texts]
 
 
 class _SafeNoAliasDumper(yaml.SafeDumper):

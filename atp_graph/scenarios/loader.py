@@ -74,7 +74,11 @@ def _plain(node: yaml.Node, where: str, lines: dict[tuple, int], key: tuple) -> 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(v, f"{where}[{i}]", lines, (*key, i)) for i, v in enumerate(node.value)]
-    return yaml.constructor.SafeConstructor().construct_object(node)
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        message = f"a number of {len(node.value):,} characters is too large"
+        raise BadYAML(line, where or "(top level)", message) from None
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -82,34 +86,26 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 1_000_000
 """Largest scenario (or protocol, or sweep spec) file read."""
 MAX_DEPTH = 32
-"""Deepest nesting of brackets or indentation levels accepted (a scenario needs fewer than 6)."""
+"""Deepest nesting of mappings and lists accepted (a scenario needs fewer than 6)."""
+_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
-def _check_shape(text: str) -> None:
-    """Refuse, in linear time and before any parsing, text nested deeper than :data:`MAX_DEPTH`."""
+def _check_events(text: str) -> None:
+    """Refuse anchors, aliases and nesting deeper than :data:`MAX_DEPTH`, reading the parser's events lazily before
+    anything is composed (a document nested 100,000 deep stops at level 33; brackets inside a quoted string are
+    text, not nesting)."""
     depth = 0
-    line = 1
-    for ch in text:
-        if ch in "[{":
+    for event in yaml.parse(text, Loader=_LOADER):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise BadYAML(line, "(yaml)", "anchors and aliases are not allowed")
+        if isinstance(event, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
                 raise BadYAML(line, "(yaml)", f"nested deeper than {MAX_DEPTH} levels")
-        elif ch in "]}":
-            depth = max(depth - 1, 0)
-        elif ch == "\n":
-            line += 1
-    levels: list[int] = [0]
-    for n, row in enumerate(text.splitlines(), 1):
-        stripped = row.lstrip(" -")
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(row) - len(stripped)
-        while levels and indent < levels[-1]:
-            levels.pop()
-        if not levels or indent > levels[-1]:
-            levels.append(indent)
-        if len(levels) > MAX_DEPTH:
-            raise BadYAML(n, "(yaml)", f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, _CLOSE):
+            depth -= 1
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
@@ -117,15 +113,15 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     first: untrusted files cannot exhaust time or memory)."""
     if len(text) > MAX_BYTES:
         raise BadYAML(1, "(file)", f"larger than {MAX_BYTES:,} bytes")
-    _check_shape(text)
     try:
-        for event in yaml.parse(text, Loader=_LOADER):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise BadYAML(event.start_mark.line + 1, "(yaml)", "anchors and aliases are not allowed")
+        _check_events(text)
         node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        raise BadYAML((mark.line + 1) if mark else 1, "(yaml)", f"syntax error: {e.problem or e}") from None
+        line = (mark.line + 1) if mark else 1
+        if "nesting depth" in str(e.problem):  # libyaml's own limit (1,000), met while it looks ahead
+            raise BadYAML(line, "(yaml)", f"nested deeper than {MAX_DEPTH} levels") from None
+        raise BadYAML(line, "(yaml)", f"syntax error: {e.problem or e}") from None
     except yaml.YAMLError as e:
         raise BadYAML(1, "(yaml)", f"syntax error: {e}") from None
     if node is None:
@@ -232,7 +228,10 @@ def validate_document(doc: Any) -> str | None:
 def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of ``*.yaml``/``*.yml`` files."""
     files: list[Path] = []
-    for p in map(Path, paths):
+    for given in paths:
+        if not str(given).strip():  # Path("") is the current folder: never what an empty name meant
+            raise ScenarioError([Problem(repr(str(given)), 1, "(path)", "an empty name: give a file or folder")])
+        p = Path(given)
         if p.is_dir():
             files.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
         elif p.exists():

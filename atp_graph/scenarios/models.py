@@ -24,6 +24,8 @@ SupervisionPattern = Literal[
 
 MAX_ROUNDS = 10_000
 """Most rounds a run or a scenario's defaults may ask for (every round is kept on disk and in the summary)."""
+MAX_AGENTS = 10_000_000
+"""Most agents of a generated graph (and the largest threshold count a scenario may state)."""
 Number = StrictInt | StrictFloat
 Scalar = StrictInt | StrictFloat | str
 """A payoff or game number: a literal number or a ``${param}`` template filled from each variant."""
@@ -100,8 +102,8 @@ class Game(_Spec):
     @field_validator("threshold")
     @classmethod
     def _threshold(cls, v: int | float) -> int | float:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("a threshold count must be at least 1")
+        if isinstance(v, int) and not 1 <= v <= MAX_AGENTS:
+            raise ValueError(f"a threshold count must be at least 1 and at most {MAX_AGENTS:,} (the most agents)")
         if isinstance(v, float) and not 0 < v <= 1:
             raise ValueError("a fractional threshold must be in (0, 1]; write a count as an integer")
         return v

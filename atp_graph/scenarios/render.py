@@ -50,6 +50,9 @@ MAX_NUMBER = 1e12
 
 
 def _number(v: Any, params: dict[str, Any]) -> float:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_NUMBER:  # float() of a huge int overflows
+        digits = int(abs(v).bit_length() * math.log10(2)) + 1  # str() of over 4,300 digits raises
+        raise ValueError(f"an integer of about {digits} digits is not a number of at most {MAX_NUMBER:g} in size")
     if isinstance(v, int | float) and not isinstance(v, bool):
         out, text = float(v), repr(v)
     else:

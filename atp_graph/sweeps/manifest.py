@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import UserError
+from ..errors import UserError, printable
 from ..run import RunDir, versions
 from ..run.rundir import RunDirError, read_json
 from .plan import PlannedRun
@@ -120,7 +120,7 @@ class SweepFolder:
     ) -> Iterator[SweepFolder]:
         """Hold the sweep's lock while the block runs; refuse a folder that holds another spec's sweep."""
         p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
+        _make_folder(p)
         with exclusive(p / LOCK, f"{p}: another sweep driver is writing this folder; wait for it or stop it"):
             manifest = read_manifest(p) if (p / MANIFEST).exists() else None
             if manifest is None:
@@ -171,10 +171,28 @@ def read_manifest(path: str | Path) -> Manifest:
         raise SweepError(f"{f}: not a sweep manifest of this version of atp-graph ({e.errors()[0]['msg']})") from None
 
 
+def _make_folder(p: Path) -> None:
+    """Create the sweep folder ``p`` (and its parents), or raise a one-line :class:`SweepError` saying why not."""
+    try:
+        if p.exists() and not p.is_dir():
+            raise SweepError(f"{printable(str(p))}: is not a folder; choose another --out")
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent that is a file, a read-only parent, a name too long
+        raise SweepError(f"{printable(str(p))}: cannot use it as a sweep folder: {e.strerror or e}") from None
+
+
+def _open_lock(path: Path) -> Any:
+    """``path`` opened for locking, or a one-line :class:`SweepError` (a read-only folder)."""
+    try:
+        return open(path, "a+")  # noqa: SIM115 (closed by the caller's with block)
+    except OSError as e:
+        raise SweepError(f"{printable(str(path.parent))}: cannot write {path.name} there: {e.strerror or e}") from None
+
+
 @contextlib.contextmanager
 def exclusive(path: Path, message: str, *, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock on ``path``; wait up to ``wait`` seconds for it, then raise ``SweepError(message)``."""
-    with open(path, "a+") as f:
+    with _open_lock(path) as f:
         deadline = time.monotonic() + wait
         while True:
             try:

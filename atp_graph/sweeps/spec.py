@@ -32,6 +32,8 @@ NOT_SWEEPABLE = {
 }
 """Commands a sweep refuses, and what to do instead."""
 
+MAX_MEMORY = 10**18
+"""Most memory a run may reserve, in bytes (an exabyte: anything larger is a typo)."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -49,9 +51,9 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    cpus: float = Field(default=1, gt=0)
+    cpus: float = Field(default=1, gt=0, allow_inf_nan=False)
     """CPU cores per run (Ray ``num_cpus``; also the run's torch threads)."""
-    gpus: float = Field(default=0, ge=0)
+    gpus: float = Field(default=0, ge=0, allow_inf_nan=False)
     """GPUs per run (Ray ``num_gpus``): 1 for a GPU model puts one model on each GPU."""
     memory: int | None = None
     """Memory per run in bytes, or text such as ``4GB`` / ``512MiB`` (Ray ``memory``); None = no reservation."""
@@ -65,9 +67,12 @@ class Resources(BaseModel):
                 raise ValueError(f"{v!r}: expected bytes or a size such as 4GB, 512MiB")
             power = " kmgt".index(m.group(2).lower() or " ")
             base = 1024 if "i" in m.group(3).lower() else 1000
-            return int(float(m.group(1)) * base**power)
-        if isinstance(v, int) and not isinstance(v, bool) and v <= 0:
-            raise ValueError("must be positive")
+            size = float(m.group(1)) * base**power
+            if not 1 <= size <= MAX_MEMORY:
+                raise ValueError(f"{v!r}: must be at least 1 byte and at most {MAX_MEMORY:.0e} bytes")
+            return int(size)
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 < v <= MAX_MEMORY:
+            raise ValueError(f"must be at least 1 byte and at most {MAX_MEMORY:.0e} bytes")
         return v
 
 
