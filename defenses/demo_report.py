@@ -123,15 +123,11 @@ def _summary_table(numbers: Mapping[str, Any], rounds: int) -> str:
         "|---|---|---|---|---|---|\n"
     )
     rows = []
+    reference = next(iter(numbers), None)
     for name, n in numbers.items():
         start, end = Rate.from_dict(n["start"]), Rate.from_dict(n["end"])
-        cells = [
-            str(start),
-            str(end),
-            _pp(Rate.from_dict(n["climb"])),
-            _pp(Rate.from_dict(n["start_vs_base"])),
-            _pp(Rate.from_dict(n["climb_vs_base"])),
-        ]
+        versus = [_pp(Rate.from_dict(n[k])) for k in ("start_vs_base", "climb_vs_base")]
+        cells = [str(start), str(end), _pp(Rate.from_dict(n["climb"])), *(["—", "—"] if name == reference else versus)]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
 

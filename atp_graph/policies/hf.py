@@ -318,8 +318,10 @@ class HFPolicy:
         """:meth:`_render`, and where its messages end (token offsets, increasing) when its KV is worth keeping.
 
         Only conversations with an answer in them (transcript mode from the second round on) are cut: their
-        messages come back next round. A message end counts only where the template renders the conversation up
-        to that message as a start of the whole text and no token straddles it.
+        messages come back next round. They are cut before each answer and at the end, so a round's new turn (the
+        last answer, its feedback and the next question) is one piece, computed in one pass. A message end counts
+        only where the template renders the conversation up to that message as a start of the whole text and no
+        token straddles it.
         """
         text = self.tokenizer.apply_chat_template(
             [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **template_kwargs
@@ -335,6 +337,8 @@ class HFPolicy:
         ends = [int(end) for _, end in enc["offset_mapping"]]
         bounds: list[int] = []
         for k in range(1, len(messages) + 1):
+            if k < len(messages) and messages[k]["role"] != "assistant":
+                continue  # a turn (an answer and the messages after it) is one piece: a third of the batch-1 passes
             try:
                 head = self.tokenizer.apply_chat_template(
                     [dict(m) for m in messages[:k]], add_generation_prompt=False, tokenize=False, **template_kwargs
