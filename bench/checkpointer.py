@@ -54,8 +54,10 @@ def main() -> None:
         play_rounds(game, agents, rounds=args.rounds, progress=False)
         rows.setdefault(mode, []).append((time.perf_counter() - t0) / args.rounds)
     best = {mode: min(times) for mode, times in rows.items()}
-    print(f"{args.agents} LLM-path agents (tiny model, score mode), {args.rounds} rounds, seconds per round (best of "
-          f"{args.repeats}):")
+    print(
+        f"{args.agents} LLM-path agents (tiny model, score mode), {args.rounds} rounds, seconds per round (best of "
+        f"{args.repeats}):"
+    )
     for mode, sec in best.items():
         runs = ", ".join(f"{t:.2f}" for t in rows[mode])
         print(f"  {mode:7} {sec:7.2f} s/round   ({sec / best['memory']:.2f}x memory)   runs: {runs}")

@@ -45,9 +45,7 @@ def main() -> None:
         for n in sizes:
             for rounds in counts:
                 code = CHILD.format(root=root, n=n, rounds=rounds, out=f"{tmp}/run{n}-{rounds}")
-                out = subprocess.run(
-                    [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
-                )
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
                 rows.append((n, rounds, json.loads(out.stdout.strip().splitlines()[-1])))
     print("SURROGATE (non-LLM) policy: python cli.py diffuse --model sim --topology small-world --rounds R --agents N")
     print(
@@ -63,6 +61,7 @@ def main() -> None:
             f"{per:>15.1f} {r['run_s'] / first['run_s']:>16.1f} {n / rows[0][0]:>9.0f} "
             f"{r['peak_mb'] / fewest[n]:>24.2f}"
         )
+
 
 if __name__ == "__main__":
     main()

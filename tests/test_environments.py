@@ -81,9 +81,21 @@ def test_unknown_pattern():
 
 
 def _item(**kw) -> IndividualItem:
-    base = dict(scenario="t", variant=0, system_prompt="s", prompt="p", compliant="follow", violating="break",
-                supervised_text="SUP", unsupervised_text="UNSUP", neutral_text="NEUTRAL", reward_compliant=10.0,
-                reward_violating_undetected=20.0, reward_violating_detected=-5.0, reward_invalid=1.5)
+    base = dict(
+        scenario="t",
+        variant=0,
+        system_prompt="s",
+        prompt="p",
+        compliant="follow",
+        violating="break",
+        supervised_text="SUP",
+        unsupervised_text="UNSUP",
+        neutral_text="NEUTRAL",
+        reward_compliant=10.0,
+        reward_violating_undetected=20.0,
+        reward_violating_detected=-5.0,
+        reward_invalid=1.5,
+    )
     return IndividualItem(**{**base, **kw})
 
 
@@ -234,9 +246,22 @@ def test_global_game_by_hand_study_numbers():
     assert np.allclose(res.capital, [2.5] * 8)
 
 
-@pytest.mark.parametrize(("threshold", "size", "count"),
-                         [(0.5, 8, 4), (0.5, 7, 4), (0.3, 3, 1), (0.3, 4, 2), (0.75, 4, 3), (1.0, 5, 5),
-                          (0.01, 5, 1), (0.6, 5, 3), (0.25, 8, 2), (4, 3, 4), (1, 9, 1)])
+@pytest.mark.parametrize(
+    ("threshold", "size", "count"),
+    [
+        (0.5, 8, 4),
+        (0.5, 7, 4),
+        (0.3, 3, 1),
+        (0.3, 4, 2),
+        (0.75, 4, 3),
+        (1.0, 5, 5),
+        (0.01, 5, 1),
+        (0.6, 5, 3),
+        (0.25, 8, 2),
+        (4, 3, 4),
+        (1, 9, 1),
+    ],
+)
 def test_rules_count(threshold, size, count):
     assert _rules(threshold, MULT).count(size) == count
 

@@ -39,9 +39,7 @@ def plan(spec: str) -> None:
 
 @sweep.command("run")
 @click.argument("spec")
-@click.option(
-    "--out", type=FilePath(file_okay=False), default=None, help="Sweep folder [default: runs/sweep-<spec>]."
-)
+@click.option("--out", type=FilePath(file_okay=False), default=None, help="Sweep folder [default: runs/sweep-<spec>].")
 @click.option(
     "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where runs go."
 )
