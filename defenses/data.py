@@ -51,7 +51,7 @@ from atp_graph.parsing import ParseRule, parse_choice
 from atp_graph.policies.base import DecisionRequest, Message, Policy
 from atp_graph.policies.spec import answer_budget
 from atp_graph.scenarios import CollectiveScenario, IndividualScenario, collective_items, individual_items, resolve
-from atp_graph.scenarios.loader import FileProblem, read_regular
+from atp_graph.scenarios.loader import FileProblem, json_object, read_regular
 
 from .config import DataSettings, Kind, recipe_report
 from .constructed import constructed_answer
@@ -551,14 +551,9 @@ def _json_line(shown: str, n: int, line: str) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{shown}:{n}: not valid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DataError(f"{shown}:{n}: nested too deeply to be a data row") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{shown}:{n}: expected a JSON object per line, got {type(row).__name__}")
-    return row
+        return json_object(line, expected="a JSON object per line")
+    except FileProblem as e:
+        raise DataError(f"{shown}:{n}: {e}") from None
 
 
 class ChatMessage(BaseModel):

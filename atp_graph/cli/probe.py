@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import json
 import math
 import os
 import signal
@@ -25,6 +24,7 @@ from ..errors import printable
 from ..probes import PATTERNS, ProbeError
 from ..probes.probe import MAX_REPEATS, MAX_RETRIES, MAX_ROUNDS
 from ..run.rundir import RunDir, RunDirError
+from ..scenarios.loader import FileProblem, json_object
 from .options import FilePath
 from .support import default_out, friendly
 
@@ -112,14 +112,9 @@ def _json_object(value: str | None, option: str) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise ProbeError(f"{option}: not valid JSON ({e.msg} at column {e.colno})") from None
-    except RecursionError:
-        raise ProbeError(f"{option}: nested too deeply") from None
-    if not isinstance(parsed, dict):
-        raise ProbeError(f"{option}: expected a JSON object, got {type(parsed).__name__}")
-    return parsed
+        return json_object(value)
+    except FileProblem as e:
+        raise ProbeError(f"{option}: {e}") from None
 
 
 def _context(agent: Any, values: dict[str, Any] | None) -> Any:

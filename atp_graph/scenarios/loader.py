@@ -6,6 +6,7 @@ tags (which can build Python objects or blow up memory) are refused before anyth
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,20 @@ def read_regular(path: str | Path, limit: int = MAX_BYTES) -> bytes:
     if len(raw) > limit:
         raise FileProblem(f"larger than {limit:,} bytes")
     return raw
+
+
+def json_object(text: str, *, expected: str = "a JSON object") -> dict[str, Any]:
+    """The JSON object in ``text`` (a command-line value, a line of a data file), or a :class:`FileProblem` saying
+    what is wrong with it: not JSON, nested too deeply for the parser, or not ``expected``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FileProblem(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise FileProblem("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise FileProblem(f"expected {expected}, got {type(value).__name__}")
+    return value
 
 
 def load_scenario_file(path: str | Path) -> AnyScenario:
