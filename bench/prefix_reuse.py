@@ -11,6 +11,8 @@ Workloads:
 - diffuse: `make run`'s workload (score mode, transcript memory): seconds per round and in all, and the largest
   difference in p(collective) between the two runs.
 - explore: transcript mode, score mode: round-r time / round-1 time (cost of a growing transcript).
+  A shared CPU's speed drifts from minute to minute, so both testbeds replay the run --repeats times (default 3)
+  and show each round's median.
 - decisions: transcript growth by hand (each round appends the answer, a feedback line and a new question of about
   --turn-tokens tokens): decisions/s of the original approach (one `generate` per decision, batch 1), batched
   generate and score mode, reuse off and on, in the last round.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -89,18 +92,27 @@ def testbed(kind: str, off: HFPolicy, on: HFPolicy, args: argparse.Namespace) ->
     give identical choices), so the replay is the run."""
     rec, wall = run_testbed(kind, on, args)
     overhead = wall - sum(secs for _, _, secs in rec.calls)  # graphs, games, events: everything but the model
-    on.store.clear()
-    on.store.stats = type(on.store.stats)()
-    t_off, t_on, dp = [], [], 0.0
-    for reqs, mode, _ in rec.calls:
-        a, d_off = timed(lambda reqs=reqs, mode=mode: off.decide_batch(reqs, mode=mode))
-        b, d_on = timed(lambda reqs=reqs, mode=mode: on.decide_batch(reqs, mode=mode))
-        t_off.append(a)
-        t_on.append(b)
-        dp = max([dp, *(abs(x.p_target - y.p_target) for x, y in zip(d_off, d_on, strict=True))])
+    runs_off: list[list[float]] = []
+    runs_on: list[list[float]] = []
+    dp = 0.0
+    for _ in range(args.repeats):  # a whole run each time: reuse on starts from an empty store
+        on.store.clear()
+        on.store.stats = type(on.store.stats)()
+        runs_off.append([])
+        runs_on.append([])
+        for reqs, mode, _ in rec.calls:
+            a, d_off = timed(lambda reqs=reqs, mode=mode: off.decide_batch(reqs, mode=mode))
+            b, d_on = timed(lambda reqs=reqs, mode=mode: on.decide_batch(reqs, mode=mode))
+            runs_off[-1].append(a)
+            runs_on[-1].append(b)
+            dp = max([dp, *(abs(x.p_target - y.p_target) for x, y in zip(d_off, d_on, strict=True))])
+    t_off = [statistics.median(col) for col in zip(*runs_off, strict=True)]
+    t_on = [statistics.median(col) for col in zip(*runs_on, strict=True)]
     n = sum(len(reqs) for reqs, _, _ in rec.calls)
     what = f"{args.agents} agents" if kind == "diffuse" else f"{args.items} items"
     print(f"\n{kind} ({what}, {len(t_off)} rounds, score mode, transcript memory) on {off.name}")
+    if args.repeats > 1:
+        print(f"seconds are each round's median over {args.repeats} replays of the whole run")
     print(
         f"{'round':>5} {'reuse off s':>12} {'reuse on s':>11} {'speed-up':>9} {'off / round 1':>14} "
         f"{'on / round 1':>13}"
@@ -187,6 +199,9 @@ def main() -> None:
     ap.add_argument("--turn-tokens", type=int, default=60, help="decisions: new question length per round")
     ap.add_argument("--new-tokens", type=int, default=32, help="decisions: answer budget")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="diffuse, explore: replays of the run; each round's median is shown"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     off, on = pair(args.model, batch_size=args.batch_size, max_new_tokens=args.new_tokens, continuous=False)

@@ -28,9 +28,11 @@ class Answering:
 
     def __init__(self) -> None:
         self.seen: list[tuple[Message, ...]] = []
+        self.requests: list[DecisionRequest] = []
 
     def decide_batch(self, requests: Sequence[DecisionRequest], *, mode: str = "generate") -> list[Decision]:
         self.seen.extend(r.messages for r in requests)
+        self.requests.extend(requests)
         return [Decision(text=f"ok {choice_json(r.options[0])}", choice=r.options[0]) for r in requests]
 
     def complete_batch(self, conversations, *, max_new_tokens: int = 96) -> list[str]:
@@ -64,6 +66,19 @@ def test_probe_reads_exactly_what_an_explore_agent_reads():
     assert probe_round3 == explore_round3
     roles = ["system", "user", "assistant", "user", "user", "assistant", "user", "user"]
     assert [m["role"] for m in probe_round3] == roles
+
+
+@pytest.mark.parametrize("evolution", ["transcript", "reflection"])
+def test_a_request_says_whether_its_conversation_continues(evolution: str):
+    """Transcript memory brings every conversation back next round (a KV-reusing backend keeps it from round 1 on);
+    reflection memory starts afresh each round."""
+    policy = Answering()
+    cfg = ExploreConfig(model="x", scenarios="baker", limit=1, rounds=2, evolution=evolution)  # type: ignore[arg-type]
+    run_explore(cfg, policy=policy, progress=False)  # type: ignore[arg-type]
+    assert len(policy.requests) == 2
+    assert {r.continues for r in policy.requests} == {evolution == "transcript"}
+    if evolution == "transcript":  # what round 1 asked is where round 2 starts
+        assert policy.requests[1].messages[: len(policy.requests[0].messages)] == policy.requests[0].messages
 
 
 def _request(msgs: list[BaseMessage]) -> DecisionRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ def question(round_no: int, agent: int, order: tuple[str, str] = OPTIONS) -> str
     )
 
 
-def transcript_rounds(policy: HFPolicy, agents: int, rounds: int, mode: str) -> list[list[DecisionRequest]]:
+def transcript_rounds(
+    policy: HFPolicy, agents: int, rounds: int, mode: str, *, continues: bool = True
+) -> list[list[DecisionRequest]]:
     """Requests of a transcript-mode run (each round appends answer, feedback and question), answered by
     ``policy``: the same requests whichever policy answers them, as long as the answers agree."""
     convs: list[tuple] = [({"role": "system", "content": SYSTEM},) for _ in range(agents)]
@@ -34,6 +37,7 @@ def transcript_rounds(policy: HFPolicy, agents: int, rounds: int, mode: str) -> 
                 options=OPTIONS,
                 target="Store B",
                 seed=a,
+                continues=continues,
             )
             for a in range(agents)
         ]
@@ -141,8 +145,8 @@ def test_score_reuse_matches_full_prefill(policies: dict[str, HFPolicy], monkeyp
         for e, g in zip(expected, got, strict=True):
             assert g.p_target == pytest.approx(e.p_target, abs=1e-4)
             assert g.extra == pytest.approx(e.extra, abs=1e-4) and g.choice == e.choice
-        if r == 0:  # round 1: four agents ask the same thing, computed in one row
-            assert rows == [1]
+        if r == 0:  # round 1: four agents ask the same thing: its messages kept at batch 1, then one row of options
+            assert rows == [1, 1]
     assert on.store.stats.reused > on.store.stats.computed / 2  # every earlier turn comes from the store
 
 
@@ -178,14 +182,59 @@ def test_a_turn_is_one_piece(policies: dict[str, HFPolicy]) -> None:
     assert bounds[-1] < len(ids)  # before each of the two answers, and where the last question ends
 
 
+def test_cpu_passes_attend_grouped_kv_heads_natively(
+    policies: dict[str, HFPolicy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU every pass runs with transformers' flag for native grouped-query attention (no copy of each KV head
+    per query head), restored afterwards; the user's own setting wins; the numbers are the same bits either way."""
+    flag = "TRANSFORMERS_SDPA_FORCE_GQA"
+    on = policies["on"]
+    assert on.model.config.num_key_value_heads < on.model.config.num_attention_heads  # the tiny model groups heads
+    reqs = transcript_rounds(policies["off"], agents=3, rounds=2, mode="score")[1]
+    seen: list[str | None] = []
+    hook = on.model.get_decoder().register_forward_pre_hook(lambda *_: seen.append(os.environ.get(flag)))
+    try:
+        monkeypatch.delenv(flag, raising=False)
+        on.store.clear()
+        native = on.decide_batch(reqs, mode="score")
+        on.decide_batch(reqs)
+        assert seen and set(seen) == {"1"} and flag not in os.environ
+        seen.clear()
+        monkeypatch.setenv(flag, "0")
+        on.store.clear()
+        assert on.decide_batch(reqs, mode="score") == native  # == on floats: bit for bit
+        assert set(seen) == {"0"}
+    finally:
+        hook.remove()
+
+
 def test_generate_dedupes_identical_prompts(policies: dict[str, HFPolicy]) -> None:
     on = policies["on"]
     on.store.clear()
     reqs = transcript_rounds(policies["off"], agents=6, rounds=1, mode="generate")[0]
     computed = on.store.stats.computed
     on.decide_batch(reqs)
-    prompt = on._render(reqs[0].messages)
-    assert on.store.stats.computed - computed == 2 * (len(prompt) - 1)  # six identical prompts: once per batch of 3
+    prompt, (kept,) = on._render_cut(reqs[0].messages, keep=True)
+    # six identical prompts: their messages computed once and kept, the rest once per batch of 3
+    assert on.store.stats.computed - computed == kept + 2 * (len(prompt) - 1 - kept)
+
+
+@pytest.mark.parametrize("mode", ["score", "generate"])
+def test_a_first_round_is_kept_only_when_it_continues(policies: dict[str, HFPolicy], mode: str) -> None:
+    """Transcript mode marks its first round ``continues``: its messages are kept, and the second round computes
+    only its new turn. Other first rounds (reflection mode) fill no store."""
+    on = policies["on"]
+    for continues in (False, True):
+        on.store.clear()
+        first, second = transcript_rounds(policies["off"], agents=3, rounds=2, mode=mode, continues=continues)
+        on.decide_batch(first, mode=mode)
+        assert (len(on.store) > 0) is continues
+        (kept,) = on._render_cut(first[0].messages, keep=True)[1]  # the three agents' first prompts are the same
+        reused = on.store.stats.reused
+        on.decide_batch(second, mode=mode)
+        # round 2 takes round 1's messages from the store for every agent; without `continues` the first agent
+        # computes them again (and the other two reuse that)
+        assert on.store.stats.reused - reused == (3 if continues else 2) * kept
 
 
 def test_kv_budget_caps_the_batch(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

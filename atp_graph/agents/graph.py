@@ -124,6 +124,7 @@ async def decide(state: AgentState, runtime: Runtime[AgentContext]) -> AgentStat
         target=state["target"],
         seed=state["seed"],
         swapped=swapped,
+        continues=runtime.context.evolution == "transcript" and runtime.context.history_window > 0,
     )
     d = await runtime.context.coordinator.decide(state["agent"], req)
     asked = msgs[-1]["content"]

@@ -58,6 +58,9 @@ class DecisionRequest:
         seed: Per-request seed; the same seed and batch give the same sampled answer.
         swapped: Optional: the same conversation with the options listed in the other order. Score mode
             averages p(target) over both orders to cancel position bias; generate mode ignores it.
+        continues: The conversation comes back next round as the start of a longer one (transcript memory). A
+            backend that reuses the KV of earlier calls keeps this one's even before it holds an answer; the others
+            ignore it. It never changes a decision.
     """
 
     messages: tuple[Message, ...]
@@ -65,6 +68,7 @@ class DecisionRequest:
     target: str
     seed: int = 0
     swapped: tuple[Message, ...] | None = None
+    continues: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.options)) != 2:
