@@ -208,6 +208,22 @@ def test_cpu_passes_attend_grouped_kv_heads_natively(
         hook.remove()
 
 
+@pytest.mark.parametrize("mode", ["score", "generate"])
+def test_uninitialized_kv_memory_is_never_read(
+    policies: dict[str, HFPolicy], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KV rooms come from ``torch.empty``: every column is copied, written by the pass, or zeroed (padding). Rooms
+    full of NaN instead give the same numbers, so no leftover memory reaches an attention product."""
+    on = policies["on"]
+    rounds = transcript_rounds(policies["off"], agents=4, rounds=3, mode=mode)
+    on.store.clear()
+    clean = [on.decide_batch(reqs, mode=mode) for reqs in rounds]
+    room = on._room_kv
+    monkeypatch.setattr(on, "_room_kv", lambda rows, width: room(rows, width).fill_(float("nan")))
+    on.store.clear()
+    assert [on.decide_batch(reqs, mode=mode) for reqs in rounds] == clean
+
+
 def test_generate_dedupes_identical_prompts(policies: dict[str, HFPolicy]) -> None:
     on = policies["on"]
     on.store.clear()

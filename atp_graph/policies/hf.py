@@ -507,8 +507,12 @@ class HFPolicy:
 
     def _zeros_kv(self, rows: int, width: int) -> torch.Tensor:
         """An all-zero batch KV ``[layers, 2, rows, kv_heads, width, head_dim]`` (zeros are masked out)."""
+        return self._room_kv(rows, width).zero_()
+
+    def _room_kv(self, rows: int, width: int) -> torch.Tensor:
+        """An uninitialized batch KV like :meth:`_zeros_kv`, for the caller to fill every column of."""
         layers, heads, dim = self._kv_shape
-        return torch.zeros((layers, 2, rows, heads, width, dim), dtype=self._kv_dtype, device=self.device)
+        return torch.empty((layers, 2, rows, heads, width, dim), dtype=self._kv_dtype, device=self.device)
 
     @property
     def _kv_shape(self) -> tuple[int, int, int]:
@@ -536,7 +540,7 @@ class HFPolicy:
         c, kv = self.store.lookup(tokens, bounds)
         self.store.stats.reused += c
         for end in (b for b in bounds if b > c):
-            room = self._zeros_kv(1, end)
+            room = self._room_kv(1, end)  # columns [0, c) copied below, [c, end) written by the pass
             if kv is not None:
                 room[:, :, 0, :, :c] = kv
             self.model.get_decoder()(
@@ -570,9 +574,11 @@ class HFPolicy:
         allowed = torch.zeros((n, width, past_len + width), dtype=torch.bool)
         allowed[:, :, past_len:] = torch.eye(width, dtype=torch.bool)
         use_cache = keep_cache or past_len > 0
-        room = self._zeros_kv(n, past_len + width) if use_cache else None  # the pass writes its KV in place
+        room = self._room_kv(n, past_len + width) if use_cache else None  # the pass writes its new columns
         for b, r in enumerate(rows):
             t, c = len(r.ids), (r.past.shape[3] if r.past is not None else 0)
+            if room is not None:  # the past's left padding: zeros (masked, but never garbage)
+                room[:, :, b, :, : past_len - (c if t else 0)] = 0
             if not t:
                 continue
             off = width - t
