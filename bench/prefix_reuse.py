@@ -12,7 +12,8 @@ Workloads:
   difference in p(collective) between the two runs.
 - explore: transcript mode, score mode: round-r time / round-1 time (cost of a growing transcript).
   A shared CPU's speed drifts from minute to minute, so both testbeds replay the run --repeats times (default 3)
-  and show each round's median.
+  and show each round's median, then time round 1 and the last round back to back --pairs times (default 5) and
+  show the median of the pairs' ratios.
 - decisions: transcript growth by hand (each round appends the answer, a feedback line and a new question of about
   --turn-tokens tokens): decisions/s of the original approach (one `generate` per decision, batch 1), batched
   generate and score mode, reuse off and on, in the last round.
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from atp_graph.policies import DecisionRequest, HFPolicy, build_tiny_model, load_policy  # noqa: E402
+from atp_graph.policies.kvcache import PrefixStore, StoreStats  # noqa: E402
 
 
 class Recorder:
@@ -126,6 +130,36 @@ def testbed(kind: str, off: HFPolicy, on: HFPolicy, args: argparse.Namespace) ->
     print(f"largest |p(reuse on) - p(reuse off)| over {n} decisions: {dp:.2e}")
     s = on.store.stats
     print(f"prompt tokens reused {s.reused}, computed {s.computed}; peak KV held {s.peak_bytes / 2**20:.0f} MiB")
+    last_vs_first(on, rec, args.pairs)
+
+
+def fork(store: PrefixStore) -> PrefixStore:
+    """A copy of a store that shares its KV tensors (never changed in place) but not its bookkeeping."""
+    index = {h: set(ids) for h, ids in store._index.items()}
+    return dataclasses.replace(store, stats=StoreStats(), _entries=OrderedDict(store._entries), _index=index)
+
+
+def last_vs_first(on: HFPolicy, rec: Recorder, pairs: int) -> None:
+    """The last round's time over round 1's, measured as adjacent pairs: round 1 from an empty store, then the last
+    round from the store as the run left it after the round before. A pair takes seconds, so the host's drift
+    (minutes) cancels in each pair's ratio; the median of the pairs is shown."""
+    *head, last = rec.calls
+    on.store.clear()
+    for reqs, mode, _ in head:
+        on.decide_batch(reqs, mode=mode)
+    before_last = fork(on.store)
+    firsts, lasts = [], []
+    for _ in range(pairs):
+        on.store = PrefixStore(on.store.budget)
+        firsts.append(timed(lambda: on.decide_batch(rec.calls[0][0], mode=rec.calls[0][1]))[0])
+        on.store = fork(before_last)
+        lasts.append(timed(lambda: on.decide_batch(last[0], mode=last[1]))[0])
+    ratios = sorted(b / a for a, b in zip(firsts, lasts, strict=True))
+    r, mid = len(rec.calls), statistics.median
+    print(
+        f"round {r} / round 1 with reuse on, {pairs} adjacent pairs: median {mid(ratios):.2f}x (range "
+        f"{ratios[0]:.2f}-{ratios[-1]:.2f}; round 1 median {mid(firsts):.2f} s, round {r} median {mid(lasts):.2f} s)"
+    )
 
 
 def decisions(off: HFPolicy, on: HFPolicy, args: argparse.Namespace) -> None:
@@ -202,6 +236,7 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=3, help="diffuse, explore: replays of the run; each round's median is shown"
     )
+    ap.add_argument("--pairs", type=int, default=5, help="diffuse, explore: (round 1, last round) pairs timed")
     args = ap.parse_args()
     torch.manual_seed(0)
     off, on = pair(args.model, batch_size=args.batch_size, max_new_tokens=args.new_tokens, continuous=False)
