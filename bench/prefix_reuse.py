@@ -180,7 +180,11 @@ def decisions(off: HFPolicy, on: HFPolicy, args: argparse.Namespace) -> None:
         ask = [text(args.turn_tokens) + ' Answer {"choice": "Store A"} or {"choice": "Store B"}' for _ in convs]
         reqs = [
             DecisionRequest(
-                messages=(*c, {"role": "user", "content": q}), options=("Store A", "Store B"), target="Store B", seed=i
+                messages=(*c, {"role": "user", "content": q}),
+                options=("Store A", "Store B"),
+                target="Store B",
+                seed=i,
+                continues=True,
             )
             for i, (c, q) in enumerate(zip(convs, ask, strict=True))
         ]
