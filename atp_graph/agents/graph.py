@@ -57,6 +57,11 @@ class AgentContext:
     on_truncated: Truncated = "parse"
     """An answer cut off at the token budget: parse what it says, or count it as invalid."""
 
+    @property
+    def keeps_transcript(self) -> bool:
+        """Agents carry their conversation into later rounds (``transcript`` mode with a window)."""
+        return self.evolution == "transcript" and self.history_window > 0
+
 
 class AgentState(TypedDict, total=False):
     """One agent's state for one round. Inputs first, then what the nodes add."""
@@ -104,7 +109,7 @@ def recall(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     """Assemble this round's conversation from memory and the new question."""
     ctx = runtime.context
     system = with_lessons(state["system"], state["agent"], runtime)
-    history = (state.get("memory") or []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
+    history = (state.get("memory") or []) if ctx.keeps_transcript else []
     question, swapped = state["question"], state.get("swapped")
     if ctx.reanchor_every and state.get("rule") and state["round"] % ctx.reanchor_every == 0:
         reminder = f"Reminder of the rule: {state['rule']}\n\n"
@@ -124,7 +129,7 @@ async def decide(state: AgentState, runtime: Runtime[AgentContext]) -> AgentStat
         target=state["target"],
         seed=state["seed"],
         swapped=swapped,
-        continues=runtime.context.evolution == "transcript" and runtime.context.history_window > 0,
+        continues=runtime.context.keeps_transcript,
     )
     d = await runtime.context.coordinator.decide(state["agent"], req)
     asked = msgs[-1]["content"]
@@ -198,7 +203,7 @@ async def reflect(state: AgentState, runtime: Runtime[AgentContext]) -> AgentSta
 def remember(state: AgentState, runtime: Runtime[AgentContext]) -> AgentState:
     """Update memory: the transcript window, or the lesson in the store."""
     ctx = runtime.context
-    if ctx.evolution == "transcript" and ctx.history_window > 0:
+    if ctx.keeps_transcript:
         turn = [state["messages"][-1], AIMessage(state["response"]), HumanMessage(state["feedback"])]
         window = trim_messages(
             [*(state.get("memory") or []), *turn], max_tokens=3 * ctx.history_window, token_counter=len, strategy="last"

@@ -102,7 +102,7 @@ def recall(state: ToolAgentState, runtime: Runtime[ToolAgentContext]) -> ToolAge
     """This round's conversation: the system prompt (and recalled lessons), the remembered rounds, the task."""
     ctx = runtime.context
     system = with_lessons(state["system"], state["agent"], runtime)
-    rounds = (state.get("memory") or []) if ctx.evolution == "transcript" and ctx.history_window > 0 else []
+    rounds = (state.get("memory") or []) if ctx.keeps_transcript else []
     question = state["question"]
     if ctx.reanchor_every and state["round"] % ctx.reanchor_every == 0:
         question = f"Reminder of the rule: {state['rule']}\n\n{question}"
@@ -206,7 +206,7 @@ async def reflect(state: ToolAgentState, runtime: Runtime[ToolAgentContext]) -> 
 def remember(state: ToolAgentState, runtime: Runtime[ToolAgentContext]) -> ToolAgentState:
     """Keep the last ``history_window`` whole rounds (transcript mode), or the lesson (reflection mode)."""
     ctx = runtime.context
-    if ctx.evolution == "transcript" and ctx.history_window > 0:
+    if ctx.keeps_transcript:
         turn = [*state["messages"][state["start"] :], HumanMessage(state["feedback"])]
         return {"memory": [*(state.get("memory") or []), turn][-ctx.history_window :]}
     if ctx.evolution == "reflection" and state.get("lesson") and runtime.store is not None:
